@@ -1,0 +1,1 @@
+"""ai-meter: open AI usage metering."""

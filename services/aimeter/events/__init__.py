@@ -1,1 +1,23 @@
-"""events."""
+"""The contract: UsageEvent v1, topics and CloudEvents headers."""
+
+from aimeter.events.topics import DLQ_TOPIC, USAGE_TOPIC, cloudevent_headers
+from aimeter.events.usage import (
+    Attribution,
+    Deployment,
+    Status,
+    TokenUsage,
+    UsageEvent,
+    UsageSource,
+)
+
+__all__ = [
+    "DLQ_TOPIC",
+    "USAGE_TOPIC",
+    "Attribution",
+    "Deployment",
+    "Status",
+    "TokenUsage",
+    "UsageEvent",
+    "UsageSource",
+    "cloudevent_headers",
+]

@@ -1,0 +1,139 @@
+"""UsageEvent v1: the one contract between the gateway, Kafka and the pricer.
+
+Token semantics are normalized once, in the gateway, so every consumer reads the same
+meaning whatever API produced the event (see DESIGN.md, "The usage event"):
+
+* ``input_tokens`` counts every prompt token, cached or not (OpenTelemetry GenAI semantics).
+  ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` are *subsets* of it.
+* ``output_tokens`` counts every generated token; ``reasoning_output_tokens`` is a subset.
+
+OpenAI's ``prompt_tokens`` already includes cached tokens; Anthropic's ``input_tokens``
+excludes them. The per-API extractors convert, so nothing downstream adds cache tokens twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = "1"
+
+# Bounds on attribution so a hostile or buggy client cannot bloat every row downstream.
+MAX_LABEL_LEN = 128
+MAX_TAGS = 16
+MAX_TAG_LEN = 64
+
+Count = Annotated[int, Field(ge=0, le=2**40)]
+Label = Annotated[str, Field(max_length=MAX_LABEL_LEN)]
+
+
+class Status(StrEnum):
+    """How the upstream attempt ended, from the gateway's point of view."""
+
+    OK = "ok"
+    UPSTREAM_ERROR = "upstream_error"
+    CLIENT_CANCELLED = "client_cancelled"
+    TIMEOUT = "timeout"
+    BROKEN_STREAM = "broken_stream"
+    GATEWAY_ERROR = "gateway_error"
+
+
+class UsageSource(StrEnum):
+    """Where the token counts came from: the API itself, our own count, or nowhere."""
+
+    REPORTED = "reported"
+    ESTIMATED = "estimated"
+    NONE = "none"
+
+
+class Deployment(StrEnum):
+    PROPRIETARY = "proprietary"
+    SELF_HOSTED = "self_hosted"
+
+
+class TokenUsage(BaseModel):
+    """Normalized token classes. Subset fields never exceed their parent total."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_tokens: Count = Field(0, description="Every prompt token, cached or not.")
+    cache_read_input_tokens: Count = Field(0, description="Subset of input_tokens read from cache.")
+    cache_creation_input_tokens: Count = Field(
+        0, description="Subset of input_tokens written to cache (5m + 1h + unspecified TTL)."
+    )
+    cache_creation_5m_input_tokens: Count = Field(0, description="Part of cache writes with a 5-minute TTL.")
+    cache_creation_1h_input_tokens: Count = Field(0, description="Part of cache writes with a 1-hour TTL.")
+    input_audio_tokens: Count = Field(0, description="Subset of input_tokens that were audio.")
+    input_image_tokens: Count = Field(0, description="Subset of input_tokens that were images.")
+    output_tokens: Count = Field(0, description="Every generated token, reasoning included.")
+    reasoning_output_tokens: Count = Field(0, description="Subset of output_tokens spent on reasoning.")
+    output_audio_tokens: Count = Field(0, description="Subset of output_tokens that were audio.")
+    output_image_tokens: Count = Field(0, description="Subset of output_tokens that were images.")
+
+    @model_validator(mode="after")
+    def _subsets_fit(self) -> TokenUsage:
+        """Reject impossible counts here, so no consumer can double count a subset."""
+        cache = self.cache_read_input_tokens + self.cache_creation_input_tokens
+        problems = []
+        if cache > self.input_tokens:
+            problems.append(f"cache tokens ({cache}) exceed input_tokens ({self.input_tokens})")
+        split = self.cache_creation_5m_input_tokens + self.cache_creation_1h_input_tokens
+        if split > self.cache_creation_input_tokens:
+            problems.append("cache_creation 5m+1h exceed cache_creation_input_tokens")
+        if self.input_audio_tokens + self.input_image_tokens > self.input_tokens:
+            problems.append("input audio+image tokens exceed input_tokens")
+        out_parts = self.reasoning_output_tokens + self.output_audio_tokens + self.output_image_tokens
+        if out_parts > self.output_tokens:
+            problems.append(f"output subsets ({out_parts}) exceed output_tokens ({self.output_tokens})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class Attribution(BaseModel):
+    """Who to charge. Never carries the API key itself, only its id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    team: Label = "unassigned"
+    project: Label = ""
+    user: Label = ""
+    api_key_id: Label = ""
+    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_TAGS)
+
+
+class UsageEvent(BaseModel):
+    """One upstream attempt, as seen by the gateway. ``event_id`` (UUIDv7) is the idempotency key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="UsageEvent v1")
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    event_id: UUID = Field(description="UUIDv7 assigned by the gateway; dedup key into ClickHouse.")
+    gateway_id: Label = Field("", description="Which gateway replica emitted the event.")
+    started_at: AwareDatetime = Field(description="When the gateway received the request (UTC).")
+    first_token_at: AwareDatetime | None = Field(None, description="First byte of a streamed answer.")
+    ended_at: AwareDatetime = Field(description="When the last byte went to the client.")
+    api: Label = Field(description="Wire API, e.g. openai.chat, anthropic.messages.")
+    backend: Label = Field(description="Backend name from the gateway config.")
+    provider: Label = Field(description="Price-book provider id, e.g. openai, anthropic, vllm.")
+    deployment: Deployment
+    model_requested: Label
+    model_served: Label = Field("", description="Model the upstream says it served; empty if unknown.")
+    stream: bool = False
+    status: Status
+    http_status: int = Field(ge=0, le=999)
+    usage_source: UsageSource
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    backend_compute_seconds: float | None = Field(
+        None, ge=0, description="GPU time the backend reported (e.g. Ollama eval_duration), if any."
+    )
+    attribution: Attribution = Field(default_factory=Attribution)
+
+    @property
+    def priced_at_time(self) -> datetime:
+        """Events are priced at the moment they happened, not when the pricer sees them."""
+        return self.started_at

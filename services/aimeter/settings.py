@@ -1,0 +1,58 @@
+"""The one settings object per process (env prefix ``AIMETER_``), validated at start.
+
+Every bad setting is reported at once, so an operator fixes a deployment in one pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """All invalid settings, one line each, naming the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIMETER_", extra="ignore")
+
+    config: Path | None = Field(None, description="Gateway/pricer YAML config (backends, models).")
+    data_dir: Path = Field(Path(".aimeter"), description="Local state: Kafka data, chDB, spool.")
+    kafka_bootstrap: str | None = Field(None, description="Use this Kafka cluster; start no broker.")
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    clickhouse_url: str | None = Field(None, description="chdb:///path (embedded) or http(s)://host:8123.")
+    query_port: int = Field(8124, ge=1, le=65535, description="Embedded mode: read-only query endpoint.")
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8080, ge=1, le=65535)
+    gateway_id: str = "gw-1"
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    upstream_timeout_s: float = Field(600.0, gt=0)
+    pricer_group: str = "aimeter-pricer"
+    pricer_batch_max: int = Field(5000, ge=1)
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlparse(value).scheme not in {"chdb", "http", "https"}:
+            raise ValueError(f"scheme must be chdb://, http:// or https://, got {value!r}")
+        return value
+
+    @property
+    def resolved_clickhouse_url(self) -> str:
+        """Embedded chDB under the data dir unless a URL is configured."""
+        return self.clickhouse_url or f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from env plus explicit overrides; raise one SettingsError listing every problem."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [
+            f"AIMETER_{str(err['loc'][0]).upper()}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        ]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

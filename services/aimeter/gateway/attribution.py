@@ -1,0 +1,53 @@
+"""Attribution from request headers: validated, bounded, and named in every error."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from aimeter.events import Attribution
+from aimeter.events.usage import MAX_LABEL_LEN, MAX_TAG_LEN, MAX_TAGS
+
+# Printable ASCII minus separators that would corrupt CSV/log lines; no control characters.
+_LABEL = re.compile(r"[A-Za-z0-9 ._:@/+-]*")
+HEADER_FIELDS = {"x-aimeter-team": "team", "x-aimeter-project": "project", "x-aimeter-user": "user"}
+
+
+class AttributionError(ValueError):
+    def __init__(self, header: str, problem: str) -> None:
+        super().__init__(f"invalid header {header}: {problem}")
+        self.header = header
+
+
+def _label(header: str, raw: str, limit: int = MAX_LABEL_LEN) -> str:
+    if len(raw) > limit:
+        raise AttributionError(header, f"longer than {limit} characters")
+    if not _LABEL.fullmatch(raw):
+        raise AttributionError(header, "only letters, digits, space and . _ : @ / + - are allowed")
+    return raw.strip()
+
+
+def parse_tags(raw: str) -> dict[str, str]:
+    """``k=v,k2=v2``, at most MAX_TAGS pairs, each key and value bounded."""
+    tags: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise AttributionError("X-Aimeter-Tags", f"expected k=v, got {part[:40]!r}")
+        tags[_label("X-Aimeter-Tags", key.strip(), MAX_TAG_LEN)] = _label("X-Aimeter-Tags", value.strip(), MAX_TAG_LEN)
+        if len(tags) > MAX_TAGS:
+            raise AttributionError("X-Aimeter-Tags", f"more than {MAX_TAGS} tags")
+    return tags
+
+
+def attribution_from_headers(headers: Mapping[str, str], body_user: str = "") -> Attribution:
+    """Team/project/user/tags from ``X-Aimeter-*`` headers; the body's ``user`` field fills in a missing user."""
+    values = {field: _label(name, headers[name]) for name, field in HEADER_FIELDS.items() if name in headers}
+    if "user" not in values and body_user:
+        # The body's `user` is free text chosen by the app: keep it only when it is a clean label.
+        clipped = body_user[:MAX_LABEL_LEN]
+        values["user"] = clipped if _LABEL.fullmatch(clipped) else ""
+    if not values.get("team"):
+        values.pop("team", None)
+    tags = parse_tags(headers["x-aimeter-tags"]) if "x-aimeter-tags" in headers else {}
+    return Attribution(**values, tags=tags)

@@ -1,0 +1,35 @@
+"""Runs the gateway process: uvicorn serving the raw ASGI app, with the Kafka publisher beside it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+
+from aimeter.config import GatewayConfig
+from aimeter.gateway.app import Gateway
+from aimeter.gateway.publisher import KafkaPublisher
+from aimeter.kafka_admin import ensure_topics
+from aimeter.settings import Settings
+
+
+def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
+    """Serve until SIGTERM/SIGINT, then flush the publisher; undelivered events go to the spool."""
+    ensure_topics(bootstrap)
+    publisher = KafkaPublisher(bootstrap, settings.data_dir / "spool" / f"{settings.gateway_id}.jsonl",
+                               source=f"/aimeter/gateway/{settings.gateway_id}")
+    publisher.start()
+    app = Gateway(config, publisher, gateway_id=settings.gateway_id, max_body_bytes=settings.max_body_bytes,
+                  upstream_timeout_s=settings.upstream_timeout_s)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.gateway_host, port=settings.gateway_port, lifespan="on", access_log=False,
+        log_level="warning", loop="uvloop", http="httptools", timeout_keep_alive=30,
+    ))
+    print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}", flush=True)
+    try:
+        asyncio.run(server.serve())
+    finally:
+        publisher.close()
+        stats = publisher.stats
+        print(f"gateway: stopped; events produced={stats.produced} delivered={stats.delivered} "
+              f"spooled={stats.spooled} dropped={stats.dropped}", flush=True)

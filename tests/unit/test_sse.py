@@ -1,0 +1,73 @@
+"""The SSE scanner forwards bytes untouched, finds usage, and strips only what we injected."""
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aimeter.gateway.sse import SseScanner
+
+
+def chunk(content: str | None, usage: dict | str | None = "absent", choices: bool = True) -> bytes:
+    body: dict = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+                  "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}] if choices else []}
+    if usage != "absent":
+        body["usage"] = usage
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+USAGE = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+WITH_INJECTED = chunk("Hel", None) + chunk("lo", None) + chunk(None, USAGE, choices=False) + b"data: [DONE]\n\n"
+AS_CLIENT_WOULD_SEE = chunk("Hel") + chunk("lo") + b"data: [DONE]\n\n"
+
+
+def test_stripping_restores_exactly_what_the_client_would_have_seen():
+    scanner = SseScanner(strip_injected_usage=True)
+    out = scanner.feed(WITH_INJECTED) + scanner.finish()
+    assert out == AS_CLIENT_WOULD_SEE
+    assert scanner.usage_body is not None
+    assert scanner.usage_body["usage"] == USAGE
+    assert scanner.done
+
+
+def test_without_injection_bytes_pass_through_unchanged():
+    scanner = SseScanner()
+    out = scanner.feed(WITH_INJECTED) + scanner.finish()
+    assert out == WITH_INJECTED
+    assert scanner.usage_body["usage"]["prompt_tokens"] == 9
+
+
+def test_content_mentioning_usage_null_is_not_touched():
+    text = chunk('say "usage": null please', None)
+    scanner = SseScanner(strip_injected_usage=True)
+    out = scanner.feed(text)
+    assert orjson.loads(out[6:])["choices"][0]["delta"]["content"] == 'say "usage": null please'
+    assert b'"usage":null' not in out
+
+
+def test_truncated_stream_is_reported():
+    scanner = SseScanner()
+    scanner.feed(chunk("a")[:-1])
+    scanner.finish()
+    assert not scanner.done
+    assert scanner.problem
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), max_size=30))
+def test_any_split_of_the_stream_gives_the_same_output(cuts):
+    """Network chunking must not change what is forwarded or what usage is found."""
+    scanner = SseScanner(strip_injected_usage=True)
+    out, pos = b"", 0
+    for cut in cuts:
+        out += scanner.feed(WITH_INJECTED[pos:pos + cut])
+        pos += cut
+    out += scanner.feed(WITH_INJECTED[pos:]) + scanner.finish()
+    assert out == AS_CLIENT_WOULD_SEE
+    assert scanner.usage_body["usage"] == USAGE
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_crash_the_scanner(data):
+    for strip in (False, True):
+        scanner = SseScanner(strip_injected_usage=strip)
+        scanner.feed(data)
+        scanner.finish()

@@ -1,0 +1,49 @@
+"""Runs the pricer process: migrate, subscribe, and (embedded mode) serve read-only queries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aimeter.config import GatewayConfig
+from aimeter.kafka_admin import ensure_topics
+from aimeter.pricer.core import PriceBook
+from aimeter.pricer.service import build_pricer
+from aimeter.settings import Settings
+from aimeter.store.client import chdb_path, get_client
+from aimeter.store.migrations import migrate
+
+log = logging.getLogger(__name__)
+
+
+async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
+    """Until SIGTERM/SIGINT. In embedded mode this process owns chDB, so it also answers queries."""
+    url = settings.resolved_clickhouse_url
+    client = get_client(url)
+    applied = migrate(client)
+    if applied:
+        log.info("applied ClickHouse migrations: %s", ", ".join(applied))
+    await asyncio.to_thread(ensure_topics, bootstrap)
+    broker, writer = build_pricer(bootstrap, client, PriceBook(config), group=settings.pricer_group,
+                                  batch_max=settings.pricer_batch_max)
+    query_runner = None
+    path = chdb_path(url)
+    if path is not None:
+        from aimeter.store.query_server import serve_queries  # noqa: PLC0415 - only embedded mode needs it
+
+        query_runner = await serve_queries(str(path), "127.0.0.1", settings.query_port)
+        print(f"pricer: read-only ClickHouse HTTP endpoint on http://127.0.0.1:{settings.query_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await broker.start()
+    print(f"pricer: consuming from {bootstrap} into {url.split('?')[0]}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await broker.stop()
+        if query_runner is not None:
+            await query_runner.cleanup()
+        log.info("pricer stopped after inserting %d events", writer.inserted)

@@ -1,0 +1,38 @@
+"""ClickHouse client factory: ``chdb://path`` for the embedded engine, ``http(s)://`` for a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+
+def chdb_path(url: str) -> Path | None:
+    """The data directory of a ``chdb://`` URL, or None for a server URL."""
+    parsed = urlparse(url)
+    if parsed.scheme != "chdb":
+        return None
+    return Path(parsed.netloc + parsed.path)
+
+
+def get_client(url: str) -> Client:
+    """One client for either engine; the embedded directory is created on first use."""
+    path = chdb_path(url)
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        return clickhouse_connect.get_client(dsn=f"chdb://{path}")
+    return clickhouse_connect.get_client(dsn=url)
+
+
+def report_client(url: str, query_port: int) -> Client:
+    """A client for reports. Embedded mode: the process that owns chDB (the pricer) answers on its
+    read-only query endpoint; only when nobody holds the store is the directory opened here."""
+    if chdb_path(url) is None:
+        return get_client(url)
+    try:
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=query_port, connect_timeout=2)
+    except Exception:  # noqa: BLE001 - no endpoint running: fall back to opening the store ourselves
+        return get_client(url)
+    return client

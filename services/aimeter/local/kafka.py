@@ -1,0 +1,366 @@
+"""A single-node Apache Kafka (KRaft) broker on 127.0.0.1, built from Maven Central jars.
+
+This machine has no Docker engine, so the project runs the real broker itself: Maven copies
+the runtime jars of ``kafka_2.13`` into a cache once, and :class:`LocalKafka` formats a data
+directory and runs ``kafka.Kafka`` on it in a child JVM that dies with its parent.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import fcntl
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+KAFKA_VERSION = "4.1.1"
+# kafka_2.13 pulls slf4j-api 1.7 and log4j 2.24.3 but no binding between them; without this
+# the broker logs nothing at all ("NOP logger") and a failed start leaves no clue.
+_LOG4J_VERSION = "2.24.3"
+_JAVA_HINT = "install openjdk-17-jre-headless (apt-get install openjdk-17-jre-headless)"
+_MAVEN_HINT = "install maven (apt-get install maven)"
+_PR_SET_DEATHSIG = 1
+_LOG_TAIL_LINES = 20
+
+_DEP = "<dependency><groupId>{}</groupId><artifactId>{}</artifactId><version>{}</version></dependency>"
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+  <groupId>aimeter.local</groupId><artifactId>kafka-runtime</artifactId><version>{version}</version>
+  <packaging>pom</packaging><dependencies>{deps}</dependencies></project>
+"""
+
+
+def _pom(version: str) -> str:
+    deps = (_DEP.format("org.apache.kafka", "kafka_2.13", version),
+            _DEP.format("org.apache.logging.log4j", "log4j-slf4j-impl", _LOG4J_VERSION))
+    return _POM.format(version=version, deps="".join(deps))
+
+
+# Everything goes to stdout, which the runner redirects into <data_dir>/kafka.log.
+_LOG4J_CONFIG = """status = warn
+shutdownHook = disable
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = out
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+"""
+
+
+class KafkaSetupError(RuntimeError):
+    """The broker cannot be set up or started; the message says what to install or do."""
+
+
+def _which(tool: str, what: str, hint: str) -> str:
+    """Find ``tool`` on PATH as it is now (read at call time, so tests can change it)."""
+    found = shutil.which(tool)
+    if found is None:
+        raise KafkaSetupError(f"{what} not found on PATH: {hint}")
+    return found
+
+
+def _find_java() -> str:
+    """Return the java executable, refusing anything older than 17 (Kafka 4 needs 17)."""
+    java = _which("java", "Java 17+", _JAVA_HINT)
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)  # noqa: S603
+    match = re.search(r'version "(\d+)', out.stderr + out.stdout)  # Java 8 says "1.8.0_x": too old
+    if match is None or int(match.group(1)) < 17:
+        raise KafkaSetupError(f"Java 17+ required but {java} is older: {_JAVA_HINT}")
+    return java
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Serialise downloads between processes (e.g. parallel test workers) sharing a cache."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as handle:  # closing the file releases the lock
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _jars_complete(libs: Path, marker: Path) -> bool:
+    """True when the marker exists and every jar it lists is still there."""
+    if not marker.is_file():
+        return False
+    names = marker.read_text().split()
+    return bool(names) and all((libs / name).is_file() for name in names)
+
+
+def ensure_jars(
+    cache_dir: Path, version: str = KAFKA_VERSION, progress: Callable[[str], None] = print
+) -> Path:
+    """Return the dir of runtime jars, downloading with Maven on first use.
+
+    Later calls reuse the cache. The marker file is written only after Maven finished, so an
+    interrupted download is wiped and redone rather than half-used.
+    """
+    home = Path(cache_dir) / version
+    libs, marker = home / "libs", home / "libs.complete"
+    if _jars_complete(libs, marker):
+        return libs
+    with _locked(home / ".lock"):
+        if not _jars_complete(libs, marker):  # another process may have finished meanwhile
+            marker.unlink(missing_ok=True)  # a stale list must not bless a partial re-download
+            progress(f"Downloading Kafka {version} jars with Maven into {libs} (first use, ~1 min)")
+            jars = _maven_copy(home, Path(cache_dir) / "m2", version)
+            marker.write_text("\n".join(jars) + "\n")
+    return libs
+
+
+def _maven_copy(home: Path, repo: Path, version: str) -> list[str]:
+    """Copy kafka_2.13 and its runtime dependencies into home/libs; return the jar names."""
+    mvn = _which("mvn", "Maven", _MAVEN_HINT)
+    _find_java()  # Maven needs it too; say so before Maven fails obscurely
+    libs = home / "libs"
+    shutil.rmtree(libs, ignore_errors=True)
+    (home / "pom.xml").write_text(_pom(version))
+    cmd = [mvn, "-q", "-B", "--no-transfer-progress", "-f", str(home / "pom.xml"),
+           f"-Dmaven.repo.local={repo}", "dependency:copy-dependencies",
+           f"-DoutputDirectory={libs}", "-DincludeScope=runtime"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    jars = sorted(p.name for p in libs.glob("*.jar"))
+    if out.returncode != 0 or not jars:
+        tail = "\n".join((out.stdout + out.stderr).splitlines()[-_LOG_TAIL_LINES:])
+        raise KafkaSetupError(f"Maven could not fetch Kafka {version} jars (is Maven Central reachable?); "
+                              f"command: {' '.join(cmd)}\n{tail}")
+    return jars
+
+
+def free_port() -> int:
+    """An unused 127.0.0.1 TCP port (free now; a race is possible but rare in tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_in_use(port: int) -> bool:
+    """Whether a listener holds the port; SO_REUSEADDR like the JVM, so TIME_WAIT is not 'in use'."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def _new_cluster_id() -> str:
+    """Kafka's Uuid text form (url-safe base64, no padding); saves a JVM start of StorageTool."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):  # Kafka rejects ids that look like command-line flags
+            return text
+
+
+def death_signal_hook() -> Callable[[], None] | None:
+    """A preexec_fn making the kernel SIGTERM a child when the thread that started it dies.
+
+    Call it in the parent just before ``Popen(..., preexec_fn=death_signal_hook())``; it is
+    None off Linux, where Popen simply runs no hook.
+
+    prctl is resolved here, before fork: the child of a threaded parent (librdkafka runs
+    threads) should do as little as possible, and dlopen could deadlock on a loader lock.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_DEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # parent died before prctl took effect
+            os._exit(1)
+
+    return hook
+
+
+class LocalKafka:
+    """One KRaft broker+controller process bound to 127.0.0.1, with its data in ``data_dir``.
+
+    Restarting on the same ``data_dir`` keeps topics and messages. The child gets
+    PR_SET_DEATHSIG from the *thread* that calls :meth:`start`, so start it from a thread that
+    lives as long as the broker should (normally the main thread).
+    """
+
+    def __init__(self, data_dir: Path, *, port: int = 9092, controller_port: int = 9093,
+                 cache_dir: Path | None = None, progress: Callable[[str], None] = print) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.controller_port = controller_port
+        self.cache_dir = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "aimeter" / "kafka"
+        self._progress = progress
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "kafka.log"
+
+    def start(self, timeout: float = 90.0) -> str:
+        """Start the broker (formatting storage on first use) and return the bootstrap address."""
+        if self.running:
+            return self.bootstrap
+        java = _find_java()
+        libs = ensure_jars(self.cache_dir, progress=self._progress)
+        for port in (self.port, self.controller_port):
+            if _port_in_use(port):
+                raise KafkaSetupError(f"port {port} on 127.0.0.1 is already in use: stop whatever "
+                                      f"listens there or pick another port for LocalKafka")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self._write_config()
+        self._format(java, libs, props)
+        self._spawn(java, libs, props)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:  # incl. Ctrl-C: never leave a half-started JVM behind
+            self.stop()
+            raise
+        return self.bootstrap
+
+    def _write_config(self) -> Path:
+        """(Re)write the broker config each start, so changed ports take effect on restart."""
+        cport = self.controller_port
+        lines = [
+            "process.roles=broker,controller", "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{cport}",
+            f"listeners=PLAINTEXT://{self.bootstrap},CONTROLLER://127.0.0.1:{cport}",
+            f"advertised.listeners=PLAINTEXT://{self.bootstrap}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={self.data_dir / 'kraft'}", "num.partitions=4",
+            "offsets.topic.replication.factor=1", "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1", "group.initial.rebalance.delay.ms=0",
+            # After kill() the restarted broker cannot register until its old session expires
+            # (default 9 s); on loopback a short session costs nothing and speeds fault tests.
+            "broker.heartbeat.interval.ms=500", "broker.session.timeout.ms=3000",
+            # Internal topics default to 50 partitions each: on one small node that is start-up
+            # time (every restart loads them all) and no gain.
+            "offsets.topic.num.partitions=1", "transaction.state.log.num.partitions=1",
+        ]
+        props = self.data_dir / "server.properties"
+        props.write_text("\n".join(lines) + "\n")
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J_CONFIG)
+        return props
+
+    def _java_cmd(self, java: str, libs: Path, *args: str) -> list[str]:
+        log_conf = self.data_dir / "log4j2.properties"
+        return [java, "-Xmx512m", f"-Dlog4j2.configurationFile={log_conf}", "-cp", f"{libs}/*", *args]
+
+    def _format(self, java: str, libs: Path, props: Path) -> None:
+        """Format the log dir once; the cluster id is kept in data_dir so restarts match it."""
+        if (self.data_dir / "kraft" / "meta.properties").is_file():
+            return
+        id_file = self.data_dir / "cluster.id"
+        if not id_file.is_file():
+            id_file.write_text(_new_cluster_id() + "\n")
+        cmd = self._java_cmd(java, libs, "kafka.tools.StorageTool", "format", "--ignore-formatted",
+                             "-t", id_file.read_text().strip(), "-c", str(props))
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+        if out.returncode != 0:
+            raise KafkaSetupError(f"formatting Kafka storage in {self.data_dir} failed "
+                                  f"(exit {out.returncode}):\n{out.stdout}{out.stderr}")
+
+    def _spawn(self, java: str, libs: Path, props: Path) -> None:
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(  # noqa: S603
+            self._java_cmd(java, libs, "kafka.Kafka", str(props)),
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=self.data_dir, process_group=0, preexec_fn=death_signal_hook(),  # noqa: PLW1509
+        )
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Wait for a TCP accept (quietly), then for metadata via the admin API."""
+        deadline = time.monotonic() + timeout
+        admin: AdminClient | None = None
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise KafkaSetupError(f"Kafka exited during start; last lines of {self.log_path}:\n"
+                                      f"{self._log_tail()}")
+            if admin is None and self._accepts():
+                admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})
+            if admin is not None and self._has_metadata(admin):
+                return
+            time.sleep(0.2)
+        raise KafkaSetupError(f"Kafka did not become ready on {self.bootstrap} within {timeout:.0f}s; "
+                              f"last lines of {self.log_path}:\n{self._log_tail()}")
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _has_metadata(admin: AdminClient) -> bool:
+        try:
+            return bool(admin.list_topics(timeout=2).brokers)
+        except KafkaException:
+            return False
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (Kafka shuts down cleanly), wait, then SIGKILL. Safe to call repeatedly."""
+        self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL without a clean shutdown, to test crash recovery."""
+        self._end(signal.SIGKILL, None)
+
+    def _end(self, sig: signal.Signals, grace: float | None) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+__all__ = ["KAFKA_VERSION", "KafkaSetupError", "LocalKafka", "death_signal_hook", "ensure_jars", "free_port"]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 import orjson
 from uuid6 import uuid7
@@ -143,15 +144,18 @@ class Gateway:
         if credential := self._credentials[name]:
             headers["authorization"] = f"Bearer {credential}"
         url = str(backend.base_url).rstrip("/") + "/chat/completions"
-        outcome = await self.forwarder.forward(url, body, headers, send, receive, stream=stream, strip_usage=injected)
-        self._emit(request, name, backend, outcome, started=started, stream=stream, api="openai.chat")
+        event_id = uuid7()
+        outcome = await self.forwarder.forward(url, body, headers, send, receive, stream=stream,
+                                               strip_usage=injected, event_id=str(event_id))
+        self._emit(request, name, backend, outcome, event_id=event_id, started=started, stream=stream,
+                   api="openai.chat")
 
-    def _emit(self, request: Request, name: str, backend: Backend, outcome: Outcome, *, started: datetime,
-              stream: bool, api: str) -> None:
+    def _emit(self, request: Request, name: str, backend: Backend, outcome: Outcome, *, event_id: UUID,
+              started: datetime, stream: bool, api: str) -> None:
         """Build and hand off the event after the response is done; a metering fault never reaches the client."""
         try:
             event = UsageEvent(
-                event_id=uuid7(), gateway_id=self.gateway_id, started_at=started,
+                event_id=event_id, gateway_id=self.gateway_id, started_at=started,
                 first_token_at=outcome.first_token_at if stream else None, ended_at=now(), api=api,
                 backend=name, provider=backend.provider, deployment=backend.deployment,
                 model_requested=request.model, model_served=outcome.extracted.model_served[:128], stream=stream,

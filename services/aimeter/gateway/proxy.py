@@ -43,6 +43,7 @@ class Outcome:
     extracted: Extracted = field(default_factory=lambda: Extracted(TokenUsage(), UsageSource.NONE))
     first_token_at: datetime | None = None
     problem: str = ""
+    marker: tuple[bytes, bytes] = (b"x-aimeter-event-id", b"")
 
 
 def _response_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
@@ -50,10 +51,11 @@ def _response_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]
             if k.lower() not in _DROP_RESPONSE_HEADERS]
 
 
-async def send_error(send: Send, status: int, message: str, param: str | None = None) -> None:
+async def send_error(send: Send, status: int, message: str, param: str | None = None,
+                     extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = openai_error(status, message, param)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra_headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -91,10 +93,13 @@ class Forwarder:
             await self._session.close()
 
     async def forward(self, url: str, body: bytes, headers: dict[str, str], send: Send, receive: Receive, *,
-                      stream: bool, strip_usage: bool) -> Outcome:
-        """POST upstream and relay the answer; never raises for upstream or client trouble."""
+                      stream: bool, strip_usage: bool, event_id: str) -> Outcome:
+        """POST upstream and relay the answer; never raises for upstream or client trouble.
+
+        The response carries ``x-aimeter-event-id`` so an app can find its own row in ClickHouse.
+        """
         assert self._session is not None, "Forwarder.start() was not awaited"
-        outcome = Outcome()
+        outcome = Outcome(marker=(b"x-aimeter-event-id", event_id.encode()))
         try:
             async with self._session.post(url, data=body, headers=headers) as resp:
                 outcome.http_status = resp.status
@@ -117,13 +122,13 @@ class Forwarder:
                 await send({"type": "http.response.body", "body": b""})
             return
         outcome.status, outcome.http_status, outcome.problem = status, http, message
-        await send_error(send, http, message)
+        await send_error(send, http, message, extra_headers=[outcome.marker])
 
     async def _relay_whole(self, resp: aiohttp.ClientResponse, send: Send, outcome: Outcome) -> None:
         data = await resp.read()
         outcome.first_token_at = now()
-        await send({"type": "http.response.start", "status": resp.status,
-                    "headers": [*_response_headers(resp), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.start", "status": resp.status, "headers": [
+            *_response_headers(resp), (b"content-length", str(len(data)).encode()), outcome.marker]})
         await send({"type": "http.response.body", "body": data})
         try:
             parsed = orjson.loads(data)
@@ -138,7 +143,8 @@ class Forwarder:
     async def _relay_stream(self, resp: aiohttp.ClientResponse, send: Send, receive: Receive,
                             outcome: Outcome, strip_usage: bool) -> None:
         scanner = SseScanner(strip_injected_usage=strip_usage)
-        await send({"type": "http.response.start", "status": resp.status, "headers": _response_headers(resp)})
+        await send({"type": "http.response.start", "status": resp.status,
+                    "headers": [*_response_headers(resp), outcome.marker]})
         outcome.first_token_at = now()
         disconnect = asyncio.ensure_future(receive())  # resolves only when the client goes away
         pump = asyncio.ensure_future(self._pump(resp, send, scanner))

@@ -1,0 +1,68 @@
+"""A running stack for end-to-end tests: fake upstream, pricer and gateway as real processes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import clickhouse_connect
+import pytest
+
+from aimeter.local.kafka import free_port
+from aimeter.local.stack import Stack
+from aimeter.settings import Settings
+
+CONFIG = """
+backends:
+  openai:
+    kind: openai
+    base_url: http://127.0.0.1:{port}/v1
+    deployment: proprietary
+    provider: openai
+  vllm-llama:
+    kind: openai_compatible
+    base_url: http://127.0.0.1:{port}/v1
+    deployment: self_hosted
+    provider: vllm
+    gpu: {{gpu_type: H100, gpu_count: 2, usd_per_gpu_hour: "2.50", sustained_tokens_per_second: 2500}}
+    reference_model: {{provider: openai, model: gpt-4o}}
+models:
+  gpt-4o-mini: {{backend: openai}}
+  gpt-4o: {{backend: openai}}
+  llama-3.1-70b: {{backend: vllm-llama, upstream_model: meta-llama/Llama-3.1-70B-Instruct}}
+"""
+
+
+@pytest.fixture(scope="session")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data = tmp_path_factory.mktemp("stack")
+    upstream_port = free_port()
+    config = data / "config.yaml"
+    config.write_text(CONFIG.format(port=upstream_port), encoding="utf-8")
+    settings = Settings(data_dir=data, kafka_bootstrap=kafka_bootstrap, gateway_port=free_port(),
+                        query_port=free_port(), pricer_group=f"pricer-{uuid.uuid4().hex[:8]}",
+                        config=config)
+    running = Stack(settings, Path(config), fake_upstream_port=upstream_port)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse(stack: Stack) -> clickhouse_connect.driver.client.Client:
+    """Reads go through the pricer's read-only ClickHouse HTTP endpoint, as any report client would."""
+    return clickhouse_connect.get_client(host="127.0.0.1", port=stack.settings.query_port)
+
+
+def wait_for_row(client, sql: str, parameters: dict, timeout: float = 60.0) -> list[tuple]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = client.query(sql, parameters=parameters).result_rows
+        if rows:
+            return rows
+        time.sleep(0.2)
+    raise AssertionError(f"no row after {timeout} s for {parameters}")

@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
 
 
 def chdb_path(url: str) -> Path | None:
@@ -32,7 +33,6 @@ def report_client(url: str, query_port: int) -> Client:
     if chdb_path(url) is None:
         return get_client(url)
     try:
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=query_port, connect_timeout=2)
-    except Exception:  # noqa: BLE001 - no endpoint running: fall back to opening the store ourselves
+        return clickhouse_connect.get_client(host="127.0.0.1", port=query_port, connect_timeout=2)
+    except OperationalError:  # nobody serves the store: open it here (fails clearly if it is locked)
         return get_client(url)
-    return client

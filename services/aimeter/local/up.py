@@ -1,0 +1,85 @@
+"""``aimeter up``: start the stack, optionally drive the demo, show what ClickHouse recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aimeter.local.demo import run_traffic
+from aimeter.local.stack import Stack, StackError
+from aimeter.report import render
+from aimeter.settings import Settings
+from aimeter.store.client import report_client
+from aimeter.store.queries import count_query, spend_query
+
+
+def wait_for_rows(stack: Stack, expected: int, timeout: float = 120.0) -> int:
+    """Poll ClickHouse until the pipeline has stored ``expected`` events; returns how many it has."""
+    client = report_client(stack.settings.resolved_clickhouse_url, stack.settings.query_port)
+    deadline = time.monotonic() + timeout
+    stored = 0
+    while time.monotonic() < deadline:
+        stored = int(client.command(count_query()))
+        if stored >= expected:
+            break
+        time.sleep(0.5)
+    return stored
+
+
+def print_spend(stack: Stack, since: datetime) -> None:
+    client = report_client(stack.settings.resolved_clickhouse_url, stack.settings.query_port)
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    for by in ("team", "model"):
+        sql, params = spend_query(by, since, until)
+        result = client.query(sql, parameters=params)
+        print(f"\nspend by {by} (from ClickHouse):")
+        print(render(result.column_names, result.result_rows))
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM stops the stack the same orderly way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def run_up(settings: Settings, config_path: Path, *, demo: bool, keep_running: bool, seconds: float,
+           upstream_port: int | None) -> int:
+    stack = Stack(settings, config_path, fake_upstream_port=upstream_port)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        stack.start()
+        print(f"up: gateway ready at {stack.gateway_url}/v1 (OpenAI-compatible)", flush=True)
+        code = 0
+        if demo:
+            code = _demo(stack, seconds)
+        if keep_running:
+            print("up: serving; Ctrl-C stops everything", flush=True)
+            while all(c.proc.poll() is None for c in stack.children):
+                time.sleep(1)
+            print("up: a component exited; stopping", flush=True)
+        return code
+    except StackError as exc:
+        print(f"aimeter up: {exc}", flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("up: stopping", flush=True)
+        stack.stop()
+
+
+def _demo(stack: Stack, seconds: float) -> int:
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    before = wait_for_rows(stack, 0, timeout=1)
+    print(f"demo: sending {seconds:.0f} s of traffic from 4 teams to 3 models through the gateway", flush=True)
+    stats = asyncio.run(run_traffic(stack.gateway_url, seconds))
+    for sample in stats.error_samples:
+        print(f"demo: error sample: {sample}")
+    print(f"demo: waiting for {stats.sent} events to reach ClickHouse …", flush=True)
+    t0 = time.monotonic()
+    stored = wait_for_rows(stack, before + stats.sent) - before
+    print(f"demo: {stored}/{stats.sent} events stored in {time.monotonic() - t0:.1f} s", flush=True)
+    print_spend(stack, started)
+    return 0 if stored == stats.sent and stats.errors == 0 else 1

@@ -19,8 +19,9 @@ import orjson
 
 from aimeter.events import Status, TokenUsage, UsageSource
 from aimeter.gateway.errors import openai_error
-from aimeter.gateway.sse import SseScanner
-from aimeter.gateway.usage import Extracted, from_openai_body
+from aimeter.gateway.sse import StreamScanner
+from aimeter.gateway.usage import Extracted
+from aimeter.gateway.usage_openai import OpenAIChatStream, from_openai_body
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -142,7 +143,7 @@ class Forwarder:
 
     async def _relay_stream(self, resp: aiohttp.ClientResponse, send: Send, receive: Receive,
                             outcome: Outcome, strip_usage: bool) -> None:
-        scanner = SseScanner(strip_injected_usage=strip_usage)
+        scanner = StreamScanner(OpenAIChatStream(), strip_injected_usage=strip_usage)
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": [*_response_headers(resp), outcome.marker]})
         outcome.first_token_at = now()
@@ -157,17 +158,16 @@ class Forwarder:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
             outcome.status = Status.CLIENT_CANCELLED
-        # Whatever usage the stream carried so far is kept, even if it broke afterwards.
-        outcome.extracted = from_openai_body(scanner.usage_body) if scanner.usage_body else Extracted(
-            TokenUsage(), UsageSource.NONE, scanner.model, problem="stream carried no usage")
+        # Whatever usage the stream carried so far is kept (or estimated), even if it broke afterwards.
+        outcome.extracted = scanner.usage()
         outcome.problem = scanner.problem
         if pump.done() and not pump.cancelled():
             pump.result()  # re-raises upstream errors into forward()'s handlers
-            if not scanner.done:
+            if not scanner.saw_done:
                 outcome.status, outcome.problem = Status.BROKEN_STREAM, "stream ended without [DONE]"
 
     @staticmethod
-    async def _pump(resp: aiohttp.ClientResponse, send: Send, scanner: SseScanner) -> None:
+    async def _pump(resp: aiohttp.ClientResponse, send: Send, scanner: StreamScanner) -> None:
         async for chunk in resp.content.iter_any():
             out = scanner.feed(chunk)
             if out:

@@ -6,6 +6,7 @@ Every bad setting is reported at once, so an operator fixes a deployment in one 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, ValidationError, field_validator
@@ -30,6 +31,9 @@ class Settings(BaseSettings):
     gateway_id: str = "gw-1"
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     upstream_timeout_s: float = Field(600.0, gt=0)
+    auth: Literal["keys", "none"] = Field(
+        "keys", description="keys: every request needs a gateway-issued key; none: local/dev, team from headers.")
+    keys_file: Path | None = Field(None, description="Virtual key store; default <data dir>/keys.json.")
     pricer_group: str = "aimeter-pricer"
     pricer_batch_max: int = Field(5000, ge=1)
 
@@ -39,6 +43,10 @@ class Settings(BaseSettings):
         if value is not None and urlparse(value).scheme not in {"chdb", "http", "https"}:
             raise ValueError(f"scheme must be chdb://, http:// or https://, got {value!r}")
         return value
+
+    @property
+    def resolved_keys_file(self) -> Path:
+        return self.keys_file or self.data_dir / "keys.json"
 
     @property
     def resolved_clickhouse_url(self) -> str:

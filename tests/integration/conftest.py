@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import clickhouse_connect
 import pytest
 
+from aimeter.gateway.keys import KeyFile, new_key
 from aimeter.local.kafka import free_port
 from aimeter.local.stack import Stack
 from aimeter.settings import Settings
@@ -35,6 +37,21 @@ models:
 """
 
 
+# Keys issued before the gateway starts: (team, project) -> key. Tests look theirs up with key_for().
+TEAM_PROJECTS = [("search", "ranking"), ("research", "evals"), ("support", "helpdesk-bot"),
+                 ("finance-cli-test", ""), ("keys-test", "")]
+
+
+def issue_keys(settings: Settings) -> dict[tuple[str, str], str]:
+    store = KeyFile(settings.resolved_keys_file)
+    records, keys = store.load(), {}
+    for team, project in TEAM_PROJECTS:
+        keys[team, project], record = new_key(team, project, "", datetime.now(UTC))
+        records[record.key_id] = record
+    store.save(records)
+    return keys
+
+
 @pytest.fixture(scope="session")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data = tmp_path_factory.mktemp("stack")
@@ -45,6 +62,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                         query_port=free_port(), pricer_group=f"pricer-{uuid.uuid4().hex[:8]}",
                         config=config)
     running = Stack(settings, Path(config), fake_upstream_port=upstream_port)
+    running.keys = issue_keys(settings)  # type: ignore[attr-defined]
     try:
         running.start()
         yield running
@@ -66,3 +84,7 @@ def wait_for_row(client, sql: str, parameters: dict, timeout: float = 60.0) -> l
             return rows
         time.sleep(0.2)
     raise AssertionError(f"no row after {timeout} s for {parameters}")
+
+
+def key_for(stack: Stack, team: str, project: str = "") -> str:
+    return stack.keys[team, project]  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from tests.integration.conftest import wait_for_row
+from tests.integration.conftest import key_for, wait_for_row
 
 pytestmark = pytest.mark.integration
 M = Decimal(1_000_000)
@@ -23,8 +23,8 @@ FROM usage_costs FINAL WHERE event_id = {id:UUID}
 
 
 def client_for(stack, team: str, project: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key="app-key", max_retries=0,
-                         default_headers={"X-Aimeter-Team": team, "X-Aimeter-Project": project})
+    """An app's client: only the base URL and the gateway-issued key differ from calling OpenAI directly."""
+    return openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=key_for(stack, team, project), max_retries=0)
 
 
 def test_proprietary_request_is_metered_and_priced(stack, clickhouse):

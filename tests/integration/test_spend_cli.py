@@ -11,14 +11,14 @@ import openai
 import pytest
 
 from aimeter.local.stack import settings_env
-from tests.integration.conftest import wait_for_row
+from tests.integration.conftest import key_for, wait_for_row
 
 pytestmark = pytest.mark.integration
 
 
 def test_spend_by_team_while_pricer_owns_the_store(stack, clickhouse):
-    client = openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key="k", max_retries=0,
-                           default_headers={"X-Aimeter-Team": "finance-cli-test"})
+    client = openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=key_for(stack, "finance-cli-test"),
+                           max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "user", "content": "fake: prompt=1000000 completion=100000"}])
     raw.parse()

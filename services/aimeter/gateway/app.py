@@ -1,29 +1,35 @@
-"""The gateway as a raw ASGI app: routing by exact path, no framework on the hot path.
+"""The gateway as a raw ASGI app: routing by path table, no framework on the hot path.
 
-DESIGN.md measured raw ASGI on uvicorn at ~2.4x FastAPI routing; the request path here is
-read body -> route model -> forward -> relay -> hand the event to the publisher.
+DESIGN.md measured raw ASGI on uvicorn at ~2.4x FastAPI routing. The request path is:
+route -> key -> body -> model -> backend -> forward -> relay -> hand the event to the publisher.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 from uuid import UUID
 
 import orjson
 from uuid6 import uuid7
 
-from aimeter.config import Backend, BackendKind, GatewayConfig, resolve_credential
+from aimeter.config import Backend, GatewayConfig, ModelRoute, resolve_credential
 from aimeter.events import Attribution, UsageEvent
-from aimeter.gateway.attribution import AttributionError, attribution_from_headers
-from aimeter.gateway.proxy import Forwarder, Outcome, Receive, Send, now, prepare_body, send_error
+from aimeter.gateway.apis import OPENAI_LIKE, Match, match_route
+from aimeter.gateway.attribution import AttributionError, attribution_for
+from aimeter.gateway.errors import openai_error
+from aimeter.gateway.keys import KeyFile, KeyRecord, verify
+from aimeter.gateway.proxy import Call, Forwarder, Outcome, Receive, Send, now, prepare_body, send_json
+from aimeter.gateway.upstream import upstream_headers, upstream_target
 
 log = logging.getLogger(__name__)
-
-OPENAI_KINDS = {BackendKind.OPENAI, BackendKind.OPENAI_COMPATIBLE}
+KEY_RELOAD_S = 1.0
 
 
 class EventSink(Protocol):
@@ -32,6 +38,14 @@ class EventSink(Protocol):
 
 class BodyTooLargeError(Exception):
     pass
+
+
+class Rejected(Exception):  # noqa: N818 - a control-flow signal, not an error of ours
+    """The request is answered with an error in its API's shape; no upstream call, no event."""
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
 
 
 @dataclass(frozen=True)
@@ -64,91 +78,147 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
+def presented_key(headers: dict[str, str], query: str) -> str:
+    """The gateway key, sent the way each SDK sends its own API key."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    for name in ("x-api-key", "api-key", "x-goog-api-key"):
+        if headers.get(name):
+            return headers[name].strip()
+    return (parse_qs(query).get("key") or [""])[0]
+
+
+def body_user(request: dict[str, Any]) -> str:
+    """OpenAI's ``user`` field or Anthropic's ``metadata.user_id``."""
+    user = request.get("user")
+    if isinstance(user, str):
+        return user
+    metadata = request.get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return user_id if isinstance(user_id, str) else ""
+
+
 class Gateway:
     def __init__(self, config: GatewayConfig, sink: EventSink, *, gateway_id: str, max_body_bytes: int,
-                 upstream_timeout_s: float, credentials: Callable[[Backend], str | None] = resolve_credential) -> None:
+                 upstream_timeout_s: float, keys: KeyFile | None,
+                 credentials: Callable[[Backend], str | None] = resolve_credential) -> None:
         self.config = config
         self.sink = sink
         self.gateway_id = gateway_id
         self.max_body_bytes = max_body_bytes
+        self.keys = keys
         self.forwarder = Forwarder(upstream_timeout_s)
         # Credentials are read once at start, from env or secret files; clients never supply them.
         self._credentials = {name: credentials(b) for name, b in config.backends.items()}
+        self._reloader: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
+        if scope["type"] == "http":
             await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.forwarder.start()
+                if self.keys is not None:
+                    self.keys.refresh()
+                    self._reloader = asyncio.create_task(self._reload_keys())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._reloader is not None:
+                    self._reloader.cancel()
                 await self.forwarder.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _reload_keys(self) -> None:
+        """New and revoked keys take effect within KEY_RELOAD_S, without a restart."""
+        assert self.keys is not None
+        while True:
+            await asyncio.sleep(KEY_RELOAD_S)
+            with contextlib.suppress(OSError, ValueError):  # a half-edited file keeps the last good set
+                self.keys.refresh()
+
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path == "/health" and method == "GET":
-            await _plain(send, 200, b"ok")
-        elif path == "/v1/chat/completions":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        match = match_route(path)
+        if match is None:
+            await send_json(send, 404, openai_error(404, f"no route for {method} {path}"))
+            return
+        try:
             if method != "POST":
-                await send_error(send, 405, f"{method} is not allowed on {path}; use POST")
-                return
-            await self._chat(scope, receive, send)
-        else:
-            await send_error(send, 404, f"no route for {method} {path}")
+                raise Rejected(405, f"{method} is not allowed on {path}; use POST")
+            await self._proxy(match, scope, receive, send)
+        except Rejected as exc:
+            await send_json(send, exc.status, match.spec.error(exc.status, exc.message, exc.param))
 
-    async def _parse(self, scope: dict[str, Any], receive: Receive, send: Send) -> Request | None:
-        """Read and validate the request; answers the client itself and returns None when it is bad."""
+    def _authenticate(self, headers: dict[str, str], query: str) -> KeyRecord | None:
+        if self.keys is None:
+            return None
+        presented = presented_key(headers, query)
+        if not presented:
+            raise Rejected(401, "missing gateway API key: send the key issued by `aimeter keys create`")
+        record = verify(self.keys.records, presented)
+        if record is None:
+            raise Rejected(401, "unknown or revoked gateway API key")
+        return record
+
+    async def _parse(self, match: Match, scope: dict[str, Any], receive: Receive, key: KeyRecord | None) -> Request:
         try:
             body = await read_body(receive, self.max_body_bytes)
         except BodyTooLargeError:
-            await send_error(send, 413, f"request body exceeds the gateway limit of {self.max_body_bytes} bytes")
-            return None
+            raise Rejected(413, f"request body exceeds the gateway limit of {self.max_body_bytes} bytes") from None
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            await send_error(send, 400, f"request body is not valid JSON: {exc}")
-            return None
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("model"), str) or not parsed["model"]:
-            await send_error(send, 400, "request body must be a JSON object with a string `model`", "model")
-            return None
-        user = parsed.get("user") if isinstance(parsed.get("user"), str) else ""
+            raise Rejected(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise Rejected(400, "request body must be a JSON object")
+        model = match.model or parsed.get("model")
+        if not isinstance(model, str) or not model:
+            raise Rejected(400, "request must name a `model` (a non-empty string)", "model")
         try:
-            attribution = attribution_from_headers(_headers(scope), user)
+            attribution = attribution_for(key, _headers(scope), body_user(parsed))
         except AttributionError as exc:
-            await send_error(send, 400, str(exc), exc.header)
-            return None
-        return Request(body, parsed, parsed["model"], attribution)
+            raise Rejected(400, str(exc), exc.header) from None
+        return Request(body, parsed, model, attribution)
 
-    async def _chat(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        started = now()
-        request = await self._parse(scope, receive, send)
-        if request is None:
-            return
-        routed = self.config.route(request.model)
+    def _route(self, match: Match, model: str) -> tuple[str, Backend, ModelRoute]:
+        routed = self.config.route(model)
         if routed is None:
-            await send_error(send, 404, f"The model `{request.model}` is not configured on this gateway", "model")
-            return
+            raise Rejected(404, f"The model `{model}` is not configured on this gateway", "model")
         name, backend, route = routed
-        stream = request.json.get("stream") is True
-        body, injected = prepare_body(request.body, request.json, route.upstream_model,
-                                      want_usage=backend.kind in OPENAI_KINDS)
-        headers = {"content-type": "application/json"}
-        if credential := self._credentials[name]:
-            headers["authorization"] = f"Bearer {credential}"
-        url = str(backend.base_url).rstrip("/") + "/chat/completions"
+        if backend.kind not in match.spec.kinds:
+            raise Rejected(400, f"model `{model}` is served by a {backend.kind.value} backend, which does not "
+                                f"speak {match.spec.api}", "model")
+        return name, backend, route
+
+    async def _proxy(self, match: Match, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = now()
+        headers = _headers(scope)
+        query = scope.get("query_string", b"").decode("latin-1")
+        key = self._authenticate(headers, query)
+        request = await self._parse(match, scope, receive, key)
+        name, backend, route = self._route(match, request.model)
+        spec = match.spec
+        stream = spec.is_stream(request.json, match.method)
+        rewrite = None if spec.model_in_path else route.upstream_model
+        body, injected = prepare_body(request.body, request.json, rewrite,
+                                      spec.inject_usage and backend.kind in OPENAI_LIKE)
         event_id = uuid7()
-        outcome = await self.forwarder.forward(url, body, headers, send, receive, stream=stream,
-                                               strip_usage=injected, event_id=str(event_id))
+        call = Call(spec, upstream_target(backend, match, route.upstream_model or request.model, query), body,
+                    upstream_headers(backend, self._credentials[name], headers), stream, injected, str(event_id))
+        outcome = await self.forwarder.forward(call, send, receive)
         self._emit(request, name, backend, outcome, event_id=event_id, started=started, stream=stream,
-                   api="openai.chat")
+                   api=spec.api)
 
     def _emit(self, request: Request, name: str, backend: Backend, outcome: Outcome, *, event_id: UUID,
               started: datetime, stream: bool, api: str) -> None:
@@ -166,8 +236,3 @@ class Gateway:
             self.sink.publish(event)
         except Exception:
             log.exception("could not build or publish the usage event for model %s", request.model)
-
-
-async def _plain(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": body})

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from aimeter.events import Attribution
 from aimeter.events.usage import MAX_LABEL_LEN, MAX_TAG_LEN, MAX_TAGS
+from aimeter.gateway.keys import KeyRecord
 
 # Printable ASCII minus separators that would corrupt CSV/log lines; no control characters.
 _LABEL = re.compile(r"[A-Za-z0-9 ._:@/+-]*")
@@ -42,7 +43,7 @@ def parse_tags(raw: str) -> dict[str, str]:
 
 def attribution_from_headers(headers: Mapping[str, str], body_user: str = "") -> Attribution:
     """Team/project/user/tags from ``X-Aimeter-*`` headers; the body's ``user`` field fills in a missing user."""
-    values = {field: _label(name, headers[name]) for name, field in HEADER_FIELDS.items() if name in headers}
+    values = {field: _label(name.title(), headers[name]) for name, field in HEADER_FIELDS.items() if name in headers}
     if "user" not in values and body_user:
         # The body's `user` is free text chosen by the app: keep it only when it is a clean label.
         clipped = body_user[:MAX_LABEL_LEN]
@@ -51,3 +52,16 @@ def attribution_from_headers(headers: Mapping[str, str], body_user: str = "") ->
         values.pop("team", None)
     tags = parse_tags(headers["x-aimeter-tags"]) if "x-aimeter-tags" in headers else {}
     return Attribution(**values, tags=tags)
+
+
+def attribution_for(key: KeyRecord | None, headers: Mapping[str, str], user_from_body: str = "") -> Attribution:
+    """Who pays. With a gateway key the team is the key's and cannot be overridden by a header;
+    project and user come from the key, else from the headers/body. Without keys (auth=none) the
+    headers say everything."""
+    from_headers = attribution_from_headers(headers, user_from_body)
+    if key is None:
+        return from_headers
+    if "x-aimeter-team" in headers and headers["x-aimeter-team"].strip() != key.team:
+        raise AttributionError("X-Aimeter-Team", f"the key belongs to team {key.team!r}; a header cannot change it")
+    return Attribution(team=key.team, project=key.project or from_headers.project,
+                       user=key.user or from_headers.user, api_key_id=key.key_id, tags=from_headers.tags)

@@ -1,4 +1,4 @@
-"""Forwarding one request upstream and recording what happened, for any OpenAI-shaped API.
+"""Forwarding one request upstream and recording what happened, for any API in the ``apis`` table.
 
 The body goes upstream as the client sent it (re-encoded only when we must add
 ``stream_options.include_usage`` or rewrite an alias), and the answer comes back unchanged.
@@ -18,10 +18,9 @@ import aiohttp
 import orjson
 
 from aimeter.events import Status, TokenUsage, UsageSource
-from aimeter.gateway.errors import openai_error
+from aimeter.gateway.apis import ApiSpec
 from aimeter.gateway.sse import StreamScanner
 from aimeter.gateway.usage import Extracted
-from aimeter.gateway.usage_openai import OpenAIChatStream, from_openai_body
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -47,25 +46,37 @@ class Outcome:
     marker: tuple[bytes, bytes] = (b"x-aimeter-event-id", b"")
 
 
+@dataclass(frozen=True)
+class Call:
+    """One upstream call, fully decided by the gateway (the client never picks the URL)."""
+
+    spec: ApiSpec
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    stream: bool
+    strip_usage: bool
+    event_id: str
+
+
 def _response_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode(), v.encode("latin-1")) for k, v in resp.headers.items()
             if k.lower() not in _DROP_RESPONSE_HEADERS]
 
 
-async def send_error(send: Send, status: int, message: str, param: str | None = None,
-                     extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = openai_error(status, message, param)
+async def send_json(send: Send, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None,
+                    ) -> None:
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra_headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
 def prepare_body(
-    body: bytes, request: dict[str, Any], upstream_model: str | None, want_usage: bool
+    body: bytes, request: dict[str, Any], upstream_model: str | None, inject_usage: bool
 ) -> tuple[bytes, bool]:
     """The upstream body, and whether we injected ``include_usage`` (then it is stripped on the way back)."""
     inject = False
-    if want_usage and request.get("stream") is True:
+    if inject_usage and request.get("stream") is True:
         options = request.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage") is True):
             request["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
@@ -75,6 +86,19 @@ def prepare_body(
     elif not inject:
         return body, False
     return orjson.dumps(request), inject
+
+
+def parse_whole(spec: ApiSpec, data: bytes) -> Extracted:
+    """Usage from a complete body. A JSON array (Gemini's non-SSE stream) is read element by element."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return Extracted(TokenUsage(), UsageSource.NONE, problem="upstream body is not JSON")
+    if isinstance(parsed, list):
+        found = [spec.from_body(item) for item in parsed]
+        reported = [e for e in found if e.source is UsageSource.REPORTED]
+        return reported[-1] if reported else Extracted(TokenUsage(), UsageSource.NONE, problem="no usage in any item")
+    return spec.from_body(parsed)
 
 
 class Forwarder:
@@ -93,29 +117,30 @@ class Forwarder:
         if self._session is not None:
             await self._session.close()
 
-    async def forward(self, url: str, body: bytes, headers: dict[str, str], send: Send, receive: Receive, *,
-                      stream: bool, strip_usage: bool, event_id: str) -> Outcome:
+    async def forward(self, call: Call, send: Send, receive: Receive) -> Outcome:
         """POST upstream and relay the answer; never raises for upstream or client trouble.
 
         The response carries ``x-aimeter-event-id`` so an app can find its own row in ClickHouse.
         """
         assert self._session is not None, "Forwarder.start() was not awaited"
-        outcome = Outcome(marker=(b"x-aimeter-event-id", event_id.encode()))
+        outcome = Outcome(marker=(b"x-aimeter-event-id", call.event_id.encode()))
         try:
-            async with self._session.post(url, data=body, headers=headers) as resp:
+            async with self._session.post(call.url, data=call.body, headers=call.headers) as resp:
                 outcome.http_status = resp.status
-                if stream and resp.status == 200 and "text/event-stream" in resp.headers.get("content-type", ""):
-                    await self._relay_stream(resp, send, receive, outcome, strip_usage)
+                if call.stream and resp.status == 200:
+                    await self._relay_stream(call, resp, send, receive, outcome)
                 else:
-                    await self._relay_whole(resp, send, outcome)
+                    await self._relay_whole(call.spec, resp, send, outcome)
         except TimeoutError:
             message = f"upstream did not answer within {self.timeout.sock_read} s"
-            await self._fail(send, outcome, Status.TIMEOUT, 504, message)
+            await self._fail(call.spec, send, outcome, Status.TIMEOUT, http=504, message=message)
         except aiohttp.ClientError as exc:
-            await self._fail(send, outcome, Status.UPSTREAM_ERROR, 502, f"upstream unreachable: {type(exc).__name__}")
+            message = f"upstream unreachable: {type(exc).__name__}"
+            await self._fail(call.spec, send, outcome, Status.UPSTREAM_ERROR, http=502, message=message)
         return outcome
 
-    async def _fail(self, send: Send, outcome: Outcome, status: Status, http: int, message: str) -> None:
+    @staticmethod
+    async def _fail(spec: ApiSpec, send: Send, outcome: Outcome, status: Status, *, http: int, message: str) -> None:
         if outcome.first_token_at is not None:  # headers already sent: the stream is simply cut
             outcome.status = Status.BROKEN_STREAM if status is Status.UPSTREAM_ERROR else status
             outcome.problem = message
@@ -123,32 +148,33 @@ class Forwarder:
                 await send({"type": "http.response.body", "body": b""})
             return
         outcome.status, outcome.http_status, outcome.problem = status, http, message
-        await send_error(send, http, message, extra_headers=[outcome.marker])
+        await send_json(send, http, spec.error(http, message, None), [outcome.marker])
 
-    async def _relay_whole(self, resp: aiohttp.ClientResponse, send: Send, outcome: Outcome) -> None:
+    @staticmethod
+    async def _relay_whole(spec: ApiSpec, resp: aiohttp.ClientResponse, send: Send, outcome: Outcome) -> None:
         data = await resp.read()
         outcome.first_token_at = now()
         await send({"type": "http.response.start", "status": resp.status, "headers": [
             *_response_headers(resp), (b"content-length", str(len(data)).encode()), outcome.marker]})
         await send({"type": "http.response.body", "body": data})
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            parsed = None
-        outcome.extracted = from_openai_body(parsed)
+        outcome.extracted = parse_whole(spec, data)
+        outcome.problem = outcome.extracted.problem
         if resp.status >= 400:
             outcome.status = Status.UPSTREAM_ERROR
-        elif parsed is None:
-            outcome.problem = "upstream answered 2xx with a body that is not JSON"
 
-    async def _relay_stream(self, resp: aiohttp.ClientResponse, send: Send, receive: Receive,
-                            outcome: Outcome, strip_usage: bool) -> None:
-        scanner = StreamScanner(OpenAIChatStream(), strip_injected_usage=strip_usage)
+    async def _relay_stream(self, call: Call, resp: aiohttp.ClientResponse, send: Send, receive: Receive,
+                            outcome: Outcome) -> None:
+        spec = call.spec
+        framed = spec.stream_reader is not None and (
+            spec.ndjson or "text/event-stream" in resp.headers.get("content-type", ""))
+        scanner = StreamScanner(spec.stream_reader(), ndjson=spec.ndjson, strip_injected_usage=call.strip_usage) \
+            if framed and spec.stream_reader is not None else None
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": [*_response_headers(resp), outcome.marker]})
         outcome.first_token_at = now()
+        whole: list[bytes] = []
         disconnect = asyncio.ensure_future(receive())  # resolves only when the client goes away
-        pump = asyncio.ensure_future(self._pump(resp, send, scanner))
+        pump = asyncio.ensure_future(self._pump(resp, send, scanner, whole))
         try:
             await asyncio.wait({pump, disconnect}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -159,18 +185,23 @@ class Forwarder:
                 await pump
             outcome.status = Status.CLIENT_CANCELLED
         # Whatever usage the stream carried so far is kept (or estimated), even if it broke afterwards.
-        outcome.extracted = scanner.usage()
-        outcome.problem = scanner.problem
+        outcome.extracted = scanner.usage() if scanner else parse_whole(spec, b"".join(whole))
+        outcome.problem = scanner.problem if scanner else outcome.extracted.problem
         if pump.done() and not pump.cancelled():
             pump.result()  # re-raises upstream errors into forward()'s handlers
-            if not scanner.saw_done:
-                outcome.status, outcome.problem = Status.BROKEN_STREAM, "stream ended without [DONE]"
+            if scanner is not None and not scanner.complete:
+                outcome.status, outcome.problem = Status.BROKEN_STREAM, "stream ended before its documented end"
 
     @staticmethod
-    async def _pump(resp: aiohttp.ClientResponse, send: Send, scanner: StreamScanner) -> None:
+    async def _pump(resp: aiohttp.ClientResponse, send: Send, scanner: StreamScanner | None,
+                    whole: list[bytes]) -> None:
         async for chunk in resp.content.iter_any():
-            out = scanner.feed(chunk)
+            if scanner is None:
+                whole.append(chunk)  # unframed stream (e.g. Gemini's JSON array): parsed once it ends
+                out = chunk
+            else:
+                out = scanner.feed(chunk)
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-        tail = scanner.finish()
+        tail = scanner.finish() if scanner else b""
         await send({"type": "http.response.body", "body": tail})

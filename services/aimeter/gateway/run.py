@@ -8,6 +8,7 @@ import uvicorn
 
 from aimeter.config import GatewayConfig
 from aimeter.gateway.app import Gateway
+from aimeter.gateway.keys import KeyFile
 from aimeter.gateway.publisher import KafkaPublisher
 from aimeter.kafka_admin import ensure_topics
 from aimeter.settings import Settings
@@ -19,13 +20,15 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
     publisher = KafkaPublisher(bootstrap, settings.data_dir / "spool" / f"{settings.gateway_id}.jsonl",
                                source=f"/aimeter/gateway/{settings.gateway_id}")
     publisher.start()
+    keys = KeyFile(settings.resolved_keys_file) if settings.auth == "keys" else None
     app = Gateway(config, publisher, gateway_id=settings.gateway_id, max_body_bytes=settings.max_body_bytes,
-                  upstream_timeout_s=settings.upstream_timeout_s)
+                  upstream_timeout_s=settings.upstream_timeout_s, keys=keys)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.gateway_host, port=settings.gateway_port, lifespan="on", access_log=False,
         log_level="warning", loop="uvloop", http="httptools", timeout_keep_alive=30,
     ))
-    print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}", flush=True)
+    auth = f"keys from {settings.resolved_keys_file}" if keys else "NONE (auth=none: team from X-Aimeter-Team)"
+    print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}; auth: {auth}", flush=True)
     try:
         asyncio.run(server.serve())
     finally:

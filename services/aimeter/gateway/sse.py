@@ -50,6 +50,11 @@ class StreamScanner:
         self.saw_done = False
         self.problem = ""
 
+    @property
+    def complete(self) -> bool:
+        """The stream reached its documented end: ``[DONE]`` (OpenAI) or the reader's own end event."""
+        return self.saw_done or bool(getattr(self.reader, "complete", False))
+
     def feed(self, chunk: bytes) -> bytes:
         """Consume a chunk; return what to forward now (everything, unless stripping holds a partial event)."""
         self._buffer += chunk

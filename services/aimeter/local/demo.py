@@ -10,8 +10,12 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import openai
+
+from aimeter.gateway.keys import KeyFile, new_key
 
 TEAMS = {"search": "ranking", "support": "helpdesk-bot", "research": "evals", "platform": "codegen"}
 MODELS = [("gpt-4o-mini", 5), ("gpt-4o", 2), ("llama-3.1-70b", 3)]
@@ -32,16 +36,30 @@ def directive(rng: random.Random) -> str:
     return f"fake: prompt={prompt} completion={rng.randint(20, 800)} cached={cached}"
 
 
-async def _worker(base_url: str, stats: DemoStats, deadline: float, seed: int) -> None:
+def issue_demo_keys(path: Path) -> dict[str, str]:
+    """One gateway key per demo team, created the way `aimeter keys create` does."""
+    store = KeyFile(path)
+    records = store.load()
+    keys = {}
+    for team, project in TEAMS.items():
+        keys[team], record = new_key(team, project, "", datetime.now(UTC))
+        records[record.key_id] = record
+    store.save(records)
+    return keys
+
+
+async def _worker(base_url: str, keys: dict[str, str], stats: DemoStats, deadline: float, seed: int) -> None:
     rng = random.Random(seed)  # noqa: S311 - demo traffic, not security
-    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="demo-key", max_retries=0)
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="set-per-request", max_retries=0)
     models, weights = zip(*MODELS, strict=True)
     try:
         while time.monotonic() < deadline:
             team = rng.choice(list(TEAMS))
             model = rng.choices(models, weights)[0]
             stream = rng.random() < 0.2
-            headers = {"X-Aimeter-Team": team, "X-Aimeter-Project": TEAMS[team]}
+            # The team's own key: attribution comes from it, as for a real app.
+            headers = ({"Authorization": f"Bearer {keys[team]}"} if keys
+                       else {"X-Aimeter-Team": team, "X-Aimeter-Project": TEAMS[team]})
             messages = [{"role": "user", "content": f"Summarise ticket {rng.randint(1, 9999)}. {directive(rng)}"}]
             stats.sent += 1
             try:
@@ -62,12 +80,12 @@ async def _worker(base_url: str, stats: DemoStats, deadline: float, seed: int) -
         await client.close()
 
 
-async def run_traffic(base_url: str, seconds: float, concurrency: int = 8) -> DemoStats:
+async def run_traffic(base_url: str, keys: dict[str, str], seconds: float, concurrency: int = 8) -> DemoStats:
     """Send traffic for ``seconds``, printing progress every 2 s; returns what was sent."""
     stats = DemoStats()
     start = time.monotonic()
     deadline = start + seconds
-    workers = [asyncio.create_task(_worker(base_url, stats, deadline, seed)) for seed in range(concurrency)]
+    workers = [asyncio.create_task(_worker(base_url, keys, stats, deadline, seed)) for seed in range(concurrency)]
     while not all(w.done() for w in workers):
         await asyncio.wait(workers, timeout=2.0)
         elapsed = time.monotonic() - start

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aimeter.local.demo import run_traffic
+from aimeter.local.demo import issue_demo_keys, run_traffic
 from aimeter.local.stack import Stack, StackError
 from aimeter.report import render
 from aimeter.settings import Settings
@@ -48,12 +48,14 @@ def run_up(settings: Settings, config_path: Path, *, demo: bool, keep_running: b
            upstream_port: int | None) -> int:
     stack = Stack(settings, config_path, fake_upstream_port=upstream_port)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Demo keys exist before the gateway starts, so its first load already has them.
+    keys = issue_demo_keys(settings.resolved_keys_file) if demo and settings.auth == "keys" else {}
     try:
         stack.start()
         print(f"up: gateway ready at {stack.gateway_url}/v1 (OpenAI-compatible)", flush=True)
         code = 0
         if demo:
-            code = _demo(stack, seconds)
+            code = _demo(stack, seconds, keys)
         if keep_running:
             print("up: serving; Ctrl-C stops everything", flush=True)
             while all(c.proc.poll() is None for c in stack.children):
@@ -70,11 +72,11 @@ def run_up(settings: Settings, config_path: Path, *, demo: bool, keep_running: b
         stack.stop()
 
 
-def _demo(stack: Stack, seconds: float) -> int:
+def _demo(stack: Stack, seconds: float, keys: dict[str, str]) -> int:
     started = datetime.now(UTC) - timedelta(seconds=1)
     before = wait_for_rows(stack, 0, timeout=1)
     print(f"demo: sending {seconds:.0f} s of traffic from 4 teams to 3 models through the gateway", flush=True)
-    stats = asyncio.run(run_traffic(stack.gateway_url, seconds))
+    stats = asyncio.run(run_traffic(stack.gateway_url, keys, seconds))
     for sample in stats.error_samples:
         print(f"demo: error sample: {sample}")
     print(f"demo: waiting for {stats.sent} events to reach ClickHouse …", flush=True)

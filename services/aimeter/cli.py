@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aimeter import keys_cli
+from aimeter import keys_cli, reconcile
 from aimeter.config import ConfigError, GatewayConfig, load_config
 from aimeter.report import parse_when, render
 from aimeter.settings import Settings, SettingsError, load_settings
@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--format", default="table", choices=["table", "csv", "json"])
     spend.set_defaults(func=cmd_spend)
     keys_cli.register(sub)
+    reconcile.register(sub)
     return parser
 
 

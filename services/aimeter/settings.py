@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     auth: Literal["keys", "none"] = Field(
         "keys", description="keys: every request needs a gateway-issued key; none: local/dev, team from headers.")
     keys_file: Path | None = Field(None, description="Virtual key store; default <data dir>/keys.json.")
+    kafka_delivery_timeout_s: float = Field(30.0, gt=0, description="Undelivered after this: spooled to disk.")
+    spool_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    spool_full_policy: Literal["open", "closed"] = Field(
+        "open", description="open: keep serving and count dropped events; closed: answer 503 while the spool is full.")
     pricer_group: str = "aimeter-pricer"
     pricer_batch_max: int = Field(5000, ge=1)
 

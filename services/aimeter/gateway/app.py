@@ -35,6 +35,10 @@ KEY_RELOAD_S = 1.0
 class EventSink(Protocol):
     def publish(self, event: UsageEvent) -> None: ...
 
+    def accepting(self) -> bool: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
 
 class BodyTooLargeError(Exception):
     pass
@@ -149,6 +153,12 @@ class Gateway:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
             await send({"type": "http.response.body", "body": b"ok"})
             return
+        if path == "/metrics" and method == "GET":
+            text = "".join(f"{k} {v}\n" for k, v in self.sink.metrics().items()).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/plain; version=0.0.4")]})
+            await send({"type": "http.response.body", "body": text})
+            return
         match = match_route(path)
         if match is None:
             await send_json(send, 404, openai_error(404, f"no route for {method} {path}"))
@@ -203,6 +213,8 @@ class Gateway:
 
     async def _proxy(self, match: Match, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         started = now()
+        if not self.sink.accepting():
+            raise Rejected(503, "usage metering is unavailable (event spool full, fail-closed policy); retry later")
         headers = _headers(scope)
         query = scope.get("query_string", b"").decode("latin-1")
         key = self._authenticate(headers, query)

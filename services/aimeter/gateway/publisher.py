@@ -1,70 +1,105 @@
 """Publishes usage events to Kafka off the request path; what Kafka refuses goes to the spool.
 
 ``produce()`` only enqueues into librdkafka (~5 µs); batching, retries and delivery reports run
-in librdkafka's threads and one poll thread of ours, never on the event loop.
+in librdkafka's threads and one poll thread of ours, never on the event loop. That thread also
+re-publishes the spool once the cluster answers again, and persists the per-hour count of
+events this gateway emitted (what ``aimeter reconcile`` compares with ClickHouse).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from aimeter.events import USAGE_TOPIC, UsageEvent, cloudevent_headers
 from aimeter.gateway.spool import Spool
 
 log = logging.getLogger(__name__)
+REPLAY_EVERY_S = 2.0
+COUNTS_EVERY_S = 1.0
 
 
 @dataclass
 class PublisherStats:
-    produced: int = 0
+    emitted: int = 0
     delivered: int = 0
     spooled: int = 0
+    replayed: int = 0
     dropped: int = 0
 
 
 def encode_event(event: UsageEvent) -> bytes:
-    return orjson.dumps(event.model_dump(mode="json"))
+    return event.model_dump_json().encode()
+
+
+def hour_of(event: UsageEvent) -> str:
+    """Reconciliation period: the UTC hour the request started (the same clock ClickHouse partitions by)."""
+    return event.started_at.strftime("%Y-%m-%dT%H:00Z")
 
 
 class KafkaPublisher:
-    def __init__(self, bootstrap: str, spool_path: Path, source: str, topic: str = USAGE_TOPIC) -> None:
+    def __init__(self, bootstrap: str, spool_path: Path, source: str, *, counts_path: Path | None = None,
+                 topic: str = USAGE_TOPIC, delivery_timeout_s: float = 30.0, spool_max_bytes: int = 256 << 20,
+                 fail_closed: bool = False) -> None:
         self.topic = topic
+        self.fail_closed = fail_closed
         self.source = source
-        self.spool = Spool(spool_path)
+        self.spool = Spool(spool_path, spool_max_bytes)
+        self.counts_path = counts_path
         self.stats = PublisherStats()
+        self.spool_full = False
+        self._counts: Counter[str] = Counter()
+        self._counts_dirty = False
+        self._lock = threading.Lock()
         self._producer = Producer({
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,  # broker-side dedup of producer retries
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
-            "message.timeout.ms": 30_000,  # then the delivery report fails and the event is spooled
+            # After this the delivery report fails and the event goes to the spool instead of being lost.
+            "message.timeout.ms": int(delivery_timeout_s * 1000),
             "queue.buffering.max.messages": 200_000,
         })
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
 
     def start(self) -> None:
+        self._load_counts()
         self._poller.start()
         self.replay_spool()
 
+    def accepting(self) -> bool:
+        """False only under the fail-closed policy with a full spool: then the gateway answers 503."""
+        return not (self.fail_closed and self.spool_full)
+
+    def metrics(self) -> dict[str, float]:
+        stats = self.stats
+        return {"aimeter_events_emitted_total": stats.emitted, "aimeter_events_delivered_total": stats.delivered,
+                "aimeter_events_spooled_total": stats.spooled, "aimeter_events_replayed_total": stats.replayed,
+                "aimeter_events_dropped_total": stats.dropped, "aimeter_spool_bytes": self.spool.depth_bytes(),
+                "aimeter_producer_queue_length": len(self._producer)}
+
     def publish(self, event: UsageEvent) -> None:
-        """Enqueue one event. Never raises: a full local queue spools instead."""
-        payload = encode_event(event)
-        self._produce(payload, str(event.event_id), event.ended_at.isoformat())
+        """Enqueue one event. Never raises: a full local queue or a dead broker spools instead."""
+        with self._lock:
+            self._counts[hour_of(event)] += 1
+            self._counts_dirty = True
+        self.stats.emitted += 1
+        self._produce(encode_event(event), str(event.event_id), event.ended_at.isoformat())
 
     def _produce(self, payload: bytes, event_id: str, time_iso: str) -> None:
         headers = cloudevent_headers(event_id, self.source, time_iso)
         try:
             self._producer.produce(self.topic, payload, key=event_id.encode(), headers=headers,
                                    on_delivery=self._on_delivery)
-            self.stats.produced += 1
         except BufferError:
             self._to_spool(payload, "local producer queue full")
         except Exception as exc:  # noqa: BLE001 - metering must never break the proxy
@@ -81,11 +116,12 @@ class KafkaPublisher:
             self.stats.spooled += 1
             log.warning("usage event spooled to %s (%s)", self.spool.path, why)
         else:
+            self.spool_full = True
             self.stats.dropped += 1
             log.error("usage event DROPPED: spool %s is full (%s)", self.spool.path, why)
 
     def replay_spool(self) -> int:
-        """Re-publish spooled events (at start, and when Kafka is back); returns how many were re-sent."""
+        """Re-publish spooled events; failures are spooled again by their delivery reports."""
         count = 0
         for line in self.spool.take():
             try:
@@ -96,12 +132,46 @@ class KafkaPublisher:
             self._produce(line, str(event.event_id), event.ended_at.isoformat())
             count += 1
         if count:
+            self.spool_full = False
+            self.stats.replayed += count
             log.info("re-published %d spooled usage events", count)
         return count
 
+    def _kafka_answers(self) -> bool:
+        try:
+            self._producer.list_topics(self.topic, timeout=2.0)
+        except KafkaException:
+            return False
+        return True
+
     def _poll_loop(self) -> None:
+        last_replay = last_counts = time.monotonic()
         while not self._stop.is_set():
             self._producer.poll(0.2)
+            now = time.monotonic()
+            if now - last_counts >= COUNTS_EVERY_S:
+                self.save_counts()
+                last_counts = now
+            if now - last_replay >= REPLAY_EVERY_S and self.spool.depth_bytes() and len(self._producer) == 0:
+                last_replay = now
+                if self._kafka_answers():
+                    self.replay_spool()
+
+    def _load_counts(self) -> None:
+        if self.counts_path is not None and self.counts_path.exists():
+            self._counts.update(json.loads(self.counts_path.read_text(encoding="utf-8")))
+
+    def save_counts(self) -> None:
+        """Persist per-hour emitted counts (atomic rename), so a restart keeps counting from where it was."""
+        if self.counts_path is None or not self._counts_dirty:
+            return
+        with self._lock:
+            snapshot = dict(self._counts)
+            self._counts_dirty = False
+        self.counts_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.counts_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(snapshot, sort_keys=True), encoding="utf-8")
+        tmp.replace(self.counts_path)
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush; anything still undelivered after ``timeout`` is purged into the spool, not lost."""
@@ -111,4 +181,5 @@ class KafkaPublisher:
             self._producer.flush(1.0)  # serves the purge delivery reports, which spool the events
         self._stop.set()
         if self._poller.is_alive():
-            self._poller.join(timeout=2)
+            self._poller.join(timeout=5)
+        self.save_counts()

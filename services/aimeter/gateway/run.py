@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import uvicorn
 
@@ -17,8 +18,12 @@ from aimeter.settings import Settings
 def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
     """Serve until SIGTERM/SIGINT, then flush the publisher; undelivered events go to the spool."""
     ensure_topics(bootstrap)
-    publisher = KafkaPublisher(bootstrap, settings.data_dir / "spool" / f"{settings.gateway_id}.jsonl",
-                               source=f"/aimeter/gateway/{settings.gateway_id}")
+    publisher = KafkaPublisher(
+        bootstrap, settings.data_dir / "spool" / f"{settings.gateway_id}.jsonl",
+        source=f"/aimeter/gateway/{settings.gateway_id}",
+        counts_path=settings.data_dir / "counts" / f"{settings.gateway_id}.json",
+        delivery_timeout_s=settings.kafka_delivery_timeout_s, spool_max_bytes=settings.spool_max_bytes,
+        fail_closed=settings.spool_full_policy == "closed")
     publisher.start()
     keys = KeyFile(settings.resolved_keys_file) if settings.auth == "keys" else None
     app = Gateway(config, publisher, gateway_id=settings.gateway_id, max_body_bytes=settings.max_body_bytes,
@@ -29,10 +34,13 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
     ))
     auth = f"keys from {settings.resolved_keys_file}" if keys else "NONE (auth=none: team from X-Aimeter-Team)"
     print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}; auth: {auth}", flush=True)
+    # uvicorn re-raises the signal that stopped it once it is done; with the default SIGTERM action that
+    # would kill us before the publisher is flushed and undelivered events are spooled. Ignore the re-raise.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         asyncio.run(server.serve())
     finally:
         publisher.close()
         stats = publisher.stats
-        print(f"gateway: stopped; events produced={stats.produced} delivered={stats.delivered} "
-              f"spooled={stats.spooled} dropped={stats.dropped}", flush=True)
+        print(f"gateway: stopped; events emitted={stats.emitted} delivered={stats.delivered} "
+              f"spooled={stats.spooled} replayed={stats.replayed} dropped={stats.dropped}", flush=True)

@@ -64,11 +64,8 @@ class Stack:
         if self.fake_upstream_port is not None:
             self._spawn("fake-upstream", ["fake-upstream", "--port", str(self.fake_upstream_port)])
             self._wait_http("fake-upstream", f"http://127.0.0.1:{self.fake_upstream_port}/health")
-        self._spawn("pricer", ["pricer"])
-        if self.settings.resolved_clickhouse_url.startswith("chdb://"):
-            self._wait_http("pricer", f"{self.query_url}/ping")
-        self._spawn("gateway", ["gateway"])
-        self._wait_http("gateway", f"{self.gateway_url}/health")
+        self.start_child("pricer")
+        self.start_child("gateway")
 
     def _spawn(self, name: str, args: list[str]) -> None:
         logs = self.settings.data_dir.resolve() / "logs"
@@ -87,7 +84,7 @@ class Stack:
         print(f"up: started {name} (pid {proc.pid}, log {log_path})", flush=True)
 
     def _wait_http(self, name: str, url: str, timeout: float = 60.0) -> None:
-        child = next(c for c in self.children if c.name == name)
+        child = self.child(name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if child.proc.poll() is not None:
@@ -99,6 +96,29 @@ class Stack:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.2)
         raise StackError(f"{name} did not answer {url} within {timeout:.0f} s; see {child.log_path}")
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def stop_child(self, name: str, *, kill: bool = False) -> int:
+        """Stop one part (SIGTERM, or SIGKILL for fault tests); returns its exit code."""
+        child = self.child(name)
+        if kill:
+            child.proc.kill()
+        else:
+            child.proc.terminate()
+        code = child.proc.wait(timeout=60)
+        child.log.close()
+        self.children.remove(child)
+        return code
+
+    def start_child(self, name: str) -> None:
+        """(Re)start one part and wait until it answers."""
+        self._spawn(name, [name])
+        if name == "gateway":
+            self._wait_http(name, f"{self.gateway_url}/health")
+        elif name == "pricer" and self.settings.resolved_clickhouse_url.startswith("chdb://"):
+            self._wait_http(name, f"{self.query_url}/ping")
 
     def stop(self) -> None:
         """Gateway first (it flushes events), then pricer (it finishes its batch), then Kafka."""

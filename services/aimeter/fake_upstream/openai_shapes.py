@@ -1,9 +1,11 @@
-"""Pure builders of OpenAI Chat Completions wire objects for the fake upstream.
+"""Pure builders of OpenAI wire objects for the fake upstream: Chat, legacy Completions, Embeddings.
 
 The shapes follow OpenAI's API reference for the chat completion object, the chat
-completion chunk object, `stream_options` (`include_usage`, `include_obfuscation`) and
-the error object, so the gateway meets here exactly what it meets in production. Nothing
-in this module does I/O or reads the clock: the caller passes ids and timestamps in.
+completion chunk object, `stream_options` (`include_usage`, `include_obfuscation`), the legacy
+`text_completion` object, the embeddings `list` object and the error object, so the gateway
+meets here exactly what it meets in production. `timings` follows llama.cpp server's answer
+(OpenAI-compatible self-hosted flavour). Nothing in this module does I/O or reads the clock:
+the caller passes ids and timestamps in.
 
 Streams are hot in the benchmarks, so content frames are encoded by splicing cached,
 JSON-encoded text pieces into a chunk template serialized once per request, instead of
@@ -13,10 +15,13 @@ to build per request.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, NamedTuple
+import base64
+import struct
+from typing import NamedTuple
 
 import orjson
+
+from aimeter.fake_upstream.common import JsonDict, Usage, generation_ms, prompt_ms, sse
 
 SYSTEM_FINGERPRINT = "fp_f4ke0b5e11"
 SERVICE_TIER = "default"
@@ -26,17 +31,6 @@ DONE_FRAME = b"data: [DONE]\n\n"
 
 _MARK = "\x00fake-piece\x00"
 _MARK_JSON = orjson.dumps(_MARK)
-
-JsonDict = dict[str, Any]
-
-
-class Usage(NamedTuple):
-    """Token counts of one answer; `cached` is a subset of `prompt`, `reasoning` of `completion`."""
-
-    prompt: int
-    completion: int
-    cached: int = 0
-    reasoning: int = 0
 
 
 class Envelope(NamedTuple):
@@ -55,12 +49,15 @@ class StreamStyle(NamedTuple):
 
 
 def usage_object(usage: Usage) -> JsonDict:
-    """OpenAI's `usage`: `prompt_tokens` includes cached tokens, as the API reports them."""
+    """OpenAI's `usage`: `prompt_tokens` includes cached (and cache-write) tokens, as the API reports them."""
+    prompt_details = {"cached_tokens": usage.cached, "audio_tokens": 0}
+    if usage.cache_write:
+        prompt_details["cache_write_tokens"] = usage.cache_write
     return {
         "prompt_tokens": usage.prompt,
         "completion_tokens": usage.completion,
         "total_tokens": usage.prompt + usage.completion,
-        "prompt_tokens_details": {"cached_tokens": usage.cached, "audio_tokens": 0},
+        "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {
             "reasoning_tokens": usage.reasoning,
             "audio_tokens": 0,
@@ -110,7 +107,7 @@ def delta_choice(delta: JsonDict, finish_reason: str | None = None) -> JsonDict:
 
 def sse_frame(obj: JsonDict) -> bytes:
     """One server-sent event as OpenAI frames it: a `data:` line and a blank line."""
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
+    return sse(obj)
 
 
 def stream_head(env: Envelope, style: StreamStyle) -> bytes:
@@ -126,35 +123,91 @@ def stream_content(env: Envelope, style: StreamStyle, pieces: tuple[bytes, ...])
     return [before + piece + after for piece in pieces]
 
 
-def stream_tail(env: Envelope, style: StreamStyle, finish_reason: str, usage: Usage) -> bytes:
-    """Finish frame, the usage-only frame (`choices: []`) if requested, then `[DONE]`."""
-    tail = sse_frame(chunk_object(env, style, [delta_choice({}, finish_reason)]))
+def stream_tail(
+    env: Envelope, style: StreamStyle, finish_reason: str, usage: Usage, timings: JsonDict | None = None
+) -> bytes:
+    """Finish frame, the usage-only frame (`choices: []`) if requested, then `[DONE]`.
+
+    llama.cpp's `timings` ride on the last JSON chunk: the usage chunk when there is one.
+    """
+    finish = chunk_object(env, style, [delta_choice({}, finish_reason)])
+    last = chunk_object(env, style, [], usage) if style.include_usage else finish
+    if timings is not None:
+        last["timings"] = timings
+    tail = sse_frame(finish)
     if style.include_usage:
-        tail += sse_frame(chunk_object(env, style, [], usage))
+        tail += sse_frame(last)
     return tail + DONE_FRAME
 
 
-@lru_cache(maxsize=64)
-def _words(count: int) -> tuple[str, ...]:
-    """Deterministic filler words `tok0 tok1 …`; cached because benchmarks repeat counts."""
-    return tuple(f"tok{i}" for i in range(count))
+def timings_object(usage: Usage) -> JsonDict:
+    """llama.cpp server's `timings`: evaluated prompt tokens (cache hits in `cache_n`) and generation times."""
+    prompt_n, predicted_n = usage.prompt - usage.cached, usage.completion
+    p_ms, g_ms = prompt_ms(usage), generation_ms(usage)
+    return {
+        "cache_n": usage.cached,
+        "prompt_n": prompt_n,
+        "prompt_ms": p_ms,
+        "prompt_per_token_ms": p_ms / prompt_n if prompt_n else 0.0,
+        "prompt_per_second": prompt_n * 1000 / p_ms if p_ms else 0.0,
+        "predicted_n": predicted_n,
+        "predicted_ms": g_ms,
+        "predicted_per_token_ms": g_ms / predicted_n if predicted_n else 0.0,
+        "predicted_per_second": predicted_n * 1000 / g_ms if g_ms else 0.0,
+    }
 
 
-@lru_cache(maxsize=64)
-def content_text(words: int) -> str:
-    """The full assistant text of `words` words; equals the concatenated stream deltas."""
-    return " ".join(_words(words))
+def text_completion_object(env: Envelope, choices: list[JsonDict], usage: Usage | None, style: StreamStyle) -> JsonDict:
+    """A legacy `text_completion` (whole answer or stream chunk; `usage` placed as for chat chunks)."""
+    obj: JsonDict = {"id": env.id, "object": "text_completion", "created": env.created, "model": env.model,
+                     "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices}
+    if usage is not None or style.include_usage:
+        obj["usage"] = None if usage is None else usage_object(usage)
+    return obj
 
 
-@lru_cache(maxsize=64)
-def content_pieces(words: int, chunks: int) -> tuple[bytes, ...]:
-    """`content_text(words)` split into `chunks` JSON-encoded deltas of near-equal word counts."""
-    all_words = _words(words)
-    pieces: list[bytes] = []
-    for i in range(chunks):
-        part = " ".join(all_words[i * words // chunks : (i + 1) * words // chunks])
-        pieces.append(orjson.dumps(part if i == 0 else " " + part))
-    return tuple(pieces)
+def text_choice(text: str, finish_reason: str | None) -> JsonDict:
+    return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+
+
+def completions_stream(
+    env: Envelope, style: StreamStyle, pieces: tuple[str, ...], finish_reason: str, usage: Usage,
+    *, timings: JsonDict | None = None,
+) -> tuple[list[bytes], bytes]:
+    """Legacy Completions stream: one chunk per text delta, a finish chunk, the usage chunk if asked, [DONE].
+
+    As for chat, llama.cpp's `timings` ride on the last JSON chunk.
+    """
+    content = [sse_frame(text_completion_object(env, [text_choice(p, None)], None, style)) for p in pieces]
+    finish = text_completion_object(env, [text_choice("", finish_reason)], None, style)
+    last = text_completion_object(env, [], usage, style) if style.include_usage else finish
+    if timings is not None:
+        last["timings"] = timings
+    tail = sse_frame(finish) + (sse_frame(last) if style.include_usage else b"")
+    return content, tail + DONE_FRAME
+
+
+def embedding_vector(index: int, dimensions: int) -> list[float]:
+    """A deterministic unit-ish vector, different per input index."""
+    return [round(((index + 1) * (d + 3) % 17) / 17 - 0.5, 6) for d in range(dimensions)]
+
+
+def embeddings_object(model: str, inputs: int, dimensions: int, base64_encoded: bool, prompt: int) -> JsonDict:
+    """`/v1/embeddings` answer: a `list` of `embedding` objects; usage is `{prompt_tokens, total_tokens}`."""
+    data = []
+    for index in range(inputs):
+        vector = embedding_vector(index, dimensions)
+        encoded: list[float] | str = (
+            base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode() if base64_encoded else vector
+        )
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+
+
+def stream_error_frame() -> bytes:
+    """What OpenAI sends when a stream fails after it started: a `data:` event with an `error` object."""
+    return sse_frame(error_object("The server had an error while processing your request. Sorry about that!",
+                                  "server_error"))
 
 
 # status -> (type, code, message); per OpenAI's error-codes guide. `{model}` is filled in.

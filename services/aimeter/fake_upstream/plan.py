@@ -1,31 +1,44 @@
-"""What the fake upstream will answer, decided from the request body alone.
+"""What the fake upstream will answer, decided from the request body alone (every API, one grammar).
 
-Tests and benchmarks steer the fake through the body only, so the steering passes through
-the gateway unchanged. The last message's text may carry a directive
+Tests and benchmarks steer the fake through the body only, so the steering passes through the
+gateway unchanged. The last turn's text (chat message, Anthropic message, Gemini content, Responses
+input item) or the prompt string (legacy Completions, Embeddings input, Ollama generate) may carry
 
     fake: prompt=1000 completion=500 cached=200 reasoning=50 chunks=100 latency_ms=50
 
 made of whitespace-separated `key=value` pairs after `fake:`, in any order, any subset:
 
-    prompt, completion      usage counts to report (`prompt_tokens`, `completion_tokens`)
-    cached, reasoning       subsets of prompt / completion (400 if larger)
-    chunks                  number of content deltas in a stream (default 20)
-    words                   length of the answer text (default 80; streams: at least `chunks`)
-    latency_ms              wait before answering (streams: before the first byte);
-                            replaces the server-wide default for this request
-    gap_ms                  wait between streamed content deltas
-    drop                    stream only this many content deltas, then cut the connection
-    status                  answer with this HTTP error (400-599) in the API's error shape
-    served                  model name to report instead of the requested one
+    prompt          ALL input tokens, in normalized semantics: cache reads and writes included
+    completion      ALL output tokens, reasoning included (embeddings: must stay 0)
+    cached          cache reads, a subset of prompt
+    cache_write_5m  cache writes with a 5-minute TTL, a subset of prompt (Anthropic)
+    cache_write_1h  cache writes with a 1-hour TTL, a subset of prompt (Anthropic)
+    reasoning       reasoning / thinking / thought tokens, a subset of completion
+    thoughts        alias of reasoning (Gemini's name)
+    chunks          number of content deltas in a stream (default 20)
+    words           length of the answer text (default 80; streams: at least `chunks`)
+    latency_ms      wait before answering (streams: before the first byte);
+                    replaces the server-wide default for this request
+    gap_ms          wait between streamed content deltas
+    drop            stream only this many content deltas, then cut the connection
+    error_after     stream this many content deltas, then the API's in-stream error event, then end
+    status          answer with this HTTP error (400-599) in the API's error shape
+    served          model name to report instead of the requested one
+    timings         1: add llama.cpp's `timings` object (OpenAI-compatible Chat and Completions)
 
-An unknown key or a non-integer value is a 400, so a mistyped test fails loudly; `fake:`
-followed by no pair at all is ordinary text.
+Each API reports the numbers in its OWN semantics. `prompt=1000 cached=200 cache_write_5m=100`
+becomes OpenAI `prompt_tokens=1000, cached_tokens=200`, Anthropic `input_tokens=700,
+cache_read_input_tokens=200, cache_creation_input_tokens=100`, Gemini `promptTokenCount=1000,
+cachedContentTokenCount=200`, Ollama `prompt_eval_count=1000, prompt_eval_cached_count=200`.
+Likewise `completion=500 reasoning=50` is Gemini `candidatesTokenCount=450, thoughtsTokenCount=50`.
+APIs with no field for a class (cache writes on Gemini / Ollama) leave it out.
 
-Without a directive: prompt_tokens = sum over messages of (4 + whitespace-split words of its
-text), completion_tokens = max_completion_tokens or max_tokens or 16, cached = reasoning = 0.
-finish_reason is "length" when a token limit was sent and completion_tokens reaches it.
+An unknown key or a non-integer value is a 400, so a mistyped test fails loudly; `fake:` followed
+by no pair at all is ordinary text. Without a directive: prompt by the default rule of
+`aimeter.fake_upstream.bodies`, completion = the request's token limit or 16 (0 for embeddings),
+everything else 0. The finish reason is "length" when a limit was sent and completion reaches it.
 
-Pure: no I/O, no clock. The grammar is meant to be shared by every fake API module.
+Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -33,30 +46,34 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-import orjson
+from aimeter.fake_upstream.bodies import (
+    Request,
+    RequestError,
+    count_prompt_tokens,
+    load_json,
+    message_text,
+    read_chat,
+)
+from aimeter.fake_upstream.common import Usage
+from aimeter.fake_upstream.openai_shapes import StreamStyle
 
-from aimeter.fake_upstream.openai_shapes import StreamStyle, Usage
+__all__ = ["Plan", "RequestError", "build_plan", "count_prompt_tokens", "message_text", "parse_directive", "plan_for"]
 
 DEFAULT_COMPLETION_TOKENS = 16
 DEFAULT_CHUNKS = 20
-# Sized so a directive-free, non-streaming answer is ~1 KB of JSON, as the benchmarks want.
+# Sized so a directive-free, non-streaming chat answer is ~1 KB of JSON, as the benchmarks want.
 DEFAULT_WORDS = 80
 MAX_COUNT = 100_000_000
 MAX_PIECES = 100_000
 MAX_WAIT_MS = 600_000
 
+_USAGE_KEYS = ("prompt", "completion", "cached", "reasoning", "cache_write_5m", "cache_write_1h")
 _INT_KEYS = frozenset(
-    {"prompt", "completion", "cached", "reasoning", "chunks", "words", "latency_ms", "gap_ms", "drop", "status"}
+    {*_USAGE_KEYS, "chunks", "words", "latency_ms", "gap_ms", "drop", "error_after", "status", "timings"}
 )
-_DIRECTIVE = re.compile(r"fake:((?:[ \t]+[a-z_]+=\S+)+)")
-
-
-class RequestError(Exception):
-    """A request the fake refuses with 400, as OpenAI would (`invalid_request_error`)."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.param, self.code = message, param, code
+_ALIASES = {"thoughts": "reasoning"}
+_KNOWN = ", ".join(sorted(_INT_KEYS | set(_ALIASES) | {"served"}))
+_DIRECTIVE = re.compile(r"fake:((?:[ \t]+[a-z_0-9]+=\S+)+)")
 
 
 class Plan(NamedTuple):
@@ -64,7 +81,7 @@ class Plan(NamedTuple):
 
     model: str
     usage: Usage
-    finish_reason: str
+    finish_reason: str  # "stop" or "length"; each API spells it its own way
     words: int
     chunks: int
     stream: bool
@@ -73,6 +90,8 @@ class Plan(NamedTuple):
     gap_s: float
     drop: int | None
     status: int | None
+    error_after: int | None = None
+    timings: bool = False
 
 
 def parse_directive(text: str) -> dict[str, int | str]:
@@ -85,11 +104,11 @@ def parse_directive(text: str) -> dict[str, int | str]:
     found: dict[str, int | str] = {}
     for pair in match.group(1).split():
         key, _, value = pair.partition("=")
+        key = _ALIASES.get(key, key)
         if key == "served":
             found[key] = value
         elif key not in _INT_KEYS:
-            known = ", ".join(sorted(_INT_KEYS | {"served"}))
-            raise RequestError(f"Unknown fake directive key {key!r} in {pair!r}; known keys: {known}.", "messages")
+            raise RequestError(f"Unknown fake directive key {key!r} in {pair!r}; known keys: {_KNOWN}.", "messages")
         elif not (value.isascii() and value.isdigit()):
             raise RequestError(f"Fake directive {key!r} needs a non-negative integer, got {value!r}.")
         else:
@@ -97,121 +116,81 @@ def parse_directive(text: str) -> dict[str, int | str]:
     return found
 
 
-def message_text(message: dict[str, Any]) -> str:
-    """The text of a message: string content, or its text parts joined (other parts ignored)."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """Deterministic stand-in for a tokenizer: 4 per message plus its whitespace-split words."""
-    return sum(4 + len(message_text(m).split()) for m in messages)
-
-
-def _load_body(raw: bytes) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
-    """Parse and check the request body: a JSON object with `model` and non-empty `messages`."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise RequestError(
-            "We could not parse the JSON body of your request. The API expects a JSON payload."
-        ) from None
-    if not isinstance(body, dict):
-        raise RequestError("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise RequestError("you must provide a model parameter", "model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise RequestError(
-            "Missing required parameter: 'messages' (a non-empty array of objects).",
-            "messages",
-            "missing_required_parameter",
-        )
-    return model, messages, body
-
-
-def _token_limit(body: dict[str, Any]) -> int | None:
-    """`max_completion_tokens`, else the older `max_tokens`; None when neither is set."""
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RequestError(f"Invalid '{name}': expected a positive integer, got {value!r}.", name)
-        return value
-    return None
-
-
 _LIMITS = {
-    "prompt": MAX_COUNT,
-    "completion": MAX_COUNT,
+    **dict.fromkeys(_USAGE_KEYS, MAX_COUNT),
     "chunks": MAX_PIECES,
     "words": MAX_PIECES,
     "latency_ms": MAX_WAIT_MS,
     "gap_ms": MAX_WAIT_MS,
+    "timings": 1,
 }
-_DEFAULT_STYLE = StreamStyle()
 
 
-def _check(directive: dict[str, Any], usage: Usage) -> None:
-    """Refuse impossible numbers, naming them, so a wrong test setup fails loudly."""
-    if usage.cached > usage.prompt:
-        raise RequestError(f"fake directive: cached={usage.cached} exceeds prompt={usage.prompt}.")
+def _check_usage(usage: Usage, request: Request) -> None:
+    """Subsets must fit their totals, as the APIs guarantee; say which numbers do not."""
+    if usage.cached + usage.cache_write > usage.prompt:
+        raise RequestError(f"fake directive: cached={usage.cached} + cache writes={usage.cache_write} "
+                           f"exceed prompt={usage.prompt}.")
     if usage.reasoning > usage.completion:
         raise RequestError(f"fake directive: reasoning={usage.reasoning} exceeds completion={usage.completion}.")
+    if not request.generates and usage.completion:
+        raise RequestError("fake directive: embeddings generate no tokens; completion must be 0.")
+
+
+def _check(directive: dict[str, Any], usage: Usage, request: Request) -> None:
+    """Refuse impossible numbers, naming them, so a wrong test setup fails loudly."""
+    _check_usage(usage, request)
     for key, limit in _LIMITS.items():
         if directive.get(key, 0) > limit:
             raise RequestError(f"fake directive: {key}={directive[key]} exceeds the limit {limit}.")
     if directive.get("chunks") == 0:
         raise RequestError("fake directive: chunks must be at least 1.")
+    if "drop" in directive and "error_after" in directive:
+        raise RequestError("fake directive: use either drop or error_after, not both.")
     status = directive.get("status")
     if status is not None and not 400 <= status <= 599:
         raise RequestError(f"fake directive: status={status} is not an HTTP error status (400-599).")
 
 
-def _usage(directive: dict[str, Any], messages: list[dict[str, Any]], limit: int | None) -> Usage:
+def _usage(directive: dict[str, Any], request: Request) -> Usage:
     """Directive numbers where given, else the default rule (see the module docstring)."""
-    prompt = directive["prompt"] if "prompt" in directive else count_prompt_tokens(messages)
-    completion = directive.get("completion", limit or DEFAULT_COMPLETION_TOKENS)
-    return Usage(prompt, completion, directive.get("cached", 0), directive.get("reasoning", 0))
+    default_completion = (request.limit or DEFAULT_COMPLETION_TOKENS) if request.generates else 0
+    return Usage(
+        prompt=directive.get("prompt", request.default_prompt),
+        completion=directive.get("completion", default_completion),
+        cached=directive.get("cached", 0),
+        reasoning=directive.get("reasoning", 0),
+        cache_write_5m=directive.get("cache_write_5m", 0),
+        cache_write_1h=directive.get("cache_write_1h", 0),
+    )
 
 
-def _style(body: dict[str, Any]) -> StreamStyle:
-    """`stream_options` as sent; OpenAI includes obfuscation unless it is turned off."""
-    options = body.get("stream_options")
-    if options is None:
-        return _DEFAULT_STYLE
-    if not isinstance(options, dict):
-        raise RequestError("Invalid 'stream_options': expected an object.", "stream_options")
-    return StreamStyle(options.get("include_usage") is True, options.get("include_obfuscation") is not False)
-
-
-def build_plan(raw: bytes, default_latency_ms: float) -> Plan:
-    """Decide the whole answer from the raw body; pure, so it is unit-testable without HTTP."""
-    model, messages, body = _load_body(raw)
-    directive: dict[str, Any] = parse_directive(message_text(messages[-1]))
-    limit = _token_limit(body)
-    usage = _usage(directive, messages, limit)
+def plan_for(request: Request, default_latency_ms: float) -> Plan:
+    """Decide the whole answer to a request any API reader produced; pure, so testable without HTTP."""
+    directive: dict[str, Any] = parse_directive(request.directive_text)
+    usage = _usage(directive, request)
     if directive:
-        _check(directive, usage)
+        _check(directive, usage, request)
     chunks = directive.get("chunks", DEFAULT_CHUNKS)
-    stream = body.get("stream") is True
     words = directive.get("words", DEFAULT_WORDS)
+    limit = request.limit
     return Plan(
-        model=directive.get("served", model),
+        model=directive.get("served", request.model),
         usage=usage,
         finish_reason="length" if limit is not None and usage.completion >= limit else "stop",
-        words=max(words, chunks) if stream else words,
+        words=max(words, chunks) if request.stream else words,
         chunks=chunks,
-        stream=stream,
-        style=_style(body),
+        stream=request.stream,
+        style=request.style,
         latency_s=directive.get("latency_ms", default_latency_ms) / 1000,
         gap_s=directive.get("gap_ms", 0) / 1000,
         drop=directive.get("drop"),
         status=directive.get("status"),
+        error_after=directive.get("error_after"),
+        timings=directive.get("timings") == 1,
     )
+
+
+def build_plan(raw: bytes, default_latency_ms: float) -> Plan:
+    """The plan for a raw Chat Completions body (the other APIs go through `plan_for` with their reader)."""
+    return plan_for(read_chat(load_json(raw)), default_latency_ms)

@@ -1,0 +1,160 @@
+"""Anthropic Messages usage (``/v1/messages``), whole answers and SSE streams.
+
+Anthropic's ``input_tokens`` EXCLUDES cached tokens. Per Anthropic's docs, "total input tokens in a
+request is the summation of input_tokens, cache_creation_input_tokens, and cache_read_input_tokens",
+so the normalized ``input_tokens`` is that sum and both cache counts are subsets of it.
+
+Cache writes: when the ``cache_creation`` object (``ephemeral_5m_input_tokens`` /
+``ephemeral_1h_input_tokens``) is present it gives the TTL split; when it is absent (older API
+versions, some proxies) the 5m / 1h classes stay 0 and the whole ``cache_creation_input_tokens``
+count is an unspecified-TTL write, which genai-prices prices at the model's default (5-minute)
+cache-write rate. ``output_tokens_details.thinking_tokens`` is the reasoning subset of output.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from aimeter.events import TokenUsage, UsageSource
+from aimeter.gateway.usage import NO_USAGE, Extracted, count, details
+
+
+def _tokens(obj: Mapping[str, Any] | None, key: str) -> int:
+    """A count that must not be negative: Anthropic's parts are summed, so a negative one could hide."""
+    value = count(obj, key)
+    if value < 0:
+        raise ValueError(f"{key} is negative: {value}")
+    return value
+
+
+def _cache_writes(usage: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(all cache writes, 5-minute writes, 1-hour writes); the total falls back to the split's sum."""
+    split = details(usage, "cache_creation")
+    five_min = _tokens(split, "ephemeral_5m_input_tokens")
+    one_hour = _tokens(split, "ephemeral_1h_input_tokens")
+    if usage.get("cache_creation_input_tokens") is None:
+        return five_min + one_hour, five_min, one_hour
+    return _tokens(usage, "cache_creation_input_tokens"), five_min, one_hour
+
+
+def anthropic_usage(usage: Mapping[str, Any]) -> TokenUsage:
+    """Normalize an Anthropic ``usage`` object: input = uncached + cache writes + cache reads."""
+    uncached = _tokens(usage, "input_tokens")
+    read = _tokens(usage, "cache_read_input_tokens")
+    written, five_min, one_hour = _cache_writes(usage)
+    return TokenUsage(
+        input_tokens=uncached + written + read,
+        cache_read_input_tokens=read,
+        cache_creation_input_tokens=written,
+        cache_creation_5m_input_tokens=five_min,
+        cache_creation_1h_input_tokens=one_hour,
+        output_tokens=_tokens(usage, "output_tokens"),
+        reasoning_output_tokens=_tokens(details(usage, "output_tokens_details"), "thinking_tokens"),
+    )
+
+
+def _checked(usage: Mapping[str, Any], served: str, source: UsageSource, problem: str = "") -> Extracted:
+    """Map ``usage``; any bad value becomes ``UsageSource.NONE`` with the reason instead of an exception."""
+    try:
+        tokens = anthropic_usage(usage)
+    except (TypeError, ValueError, ValidationError) as exc:
+        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"invalid usage: {exc}")
+    return Extracted(tokens, source, served, problem=problem)
+
+
+def from_anthropic_body(body: Any) -> Extracted:
+    """Usage of a whole Message object (``{"type": "message", "model", "usage": {…}}``); never raises."""
+    if not isinstance(body, Mapping):
+        return Extracted(TokenUsage(), UsageSource.NONE, problem="response is not a JSON object")
+    served = body.get("model") if isinstance(body.get("model"), str) else ""
+    if body.get("type") == "error":
+        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {describe_error(body)}")
+    usage = body.get("usage")
+    if not isinstance(usage, Mapping):
+        return Extracted(NO_USAGE.usage, NO_USAGE.source, served, problem=NO_USAGE.problem)
+    return _checked(usage, served, UsageSource.REPORTED)
+
+
+def describe_error(event: Mapping[str, Any]) -> str:
+    """``type: message`` of an Anthropic error object, for the event's problem field."""
+    error = event.get("error")
+    if not isinstance(error, Mapping):
+        return "no error object"
+    return f"{error.get('type') or 'unknown'}: {error.get('message') or 'no message'}"
+
+
+# Only message_start / message_delta / message_stop / error matter; ping and content events are skipped.
+_USAGE_EVENT = re.compile(rb'"type"\s*:\s*"(?:message_(?:start|delta|stop)|error)"')
+_TEXT_DELTAS = {"text_delta": "text", "input_json_delta": "partial_json"}
+
+
+class AnthropicStream:
+    """Anthropic Messages SSE: usage in ``message_start``, then cumulative updates in ``message_delta``.
+
+    Per the streaming docs (and the SDKs' accumulators), ``message_delta`` usage counts are
+    cumulative totals: every field takes its latest non-null value, nothing is added. The
+    ``cache_creation`` TTL split only appears in ``message_start``. ``complete`` means
+    ``message_stop`` arrived; an in-stream ``error`` event is kept as the problem.
+    """
+
+    def __init__(self) -> None:
+        self.model = ""
+        self.usage: dict[str, Any] = {}
+        self.saw_start = False
+        self.saw_delta = False
+        self.complete = False
+        self.error = ""
+
+    def interesting(self, payload: bytes) -> bool:
+        return _USAGE_EVENT.search(payload) is not None
+
+    def on_event(self, event: Any, event_type: str) -> None:
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type") or event_type
+        if kind == "message_start":
+            self._start(event.get("message"))
+        elif kind == "message_delta":
+            self.saw_delta = self._merge(event.get("usage")) or self.saw_delta
+        elif kind == "message_stop":
+            self.complete = True
+        elif kind == "error":
+            self.error = f"stream error event: {describe_error(event)}"
+
+    def _start(self, message: Any) -> None:
+        if not isinstance(message, Mapping):
+            return
+        if isinstance(message.get("model"), str):
+            self.model = message["model"]
+        self.saw_start = self._merge(message.get("usage")) or self.saw_start
+
+    def _merge(self, usage: Any) -> bool:
+        """Latest non-null value of every usage field wins (counts are cumulative, never summed)."""
+        if not isinstance(usage, Mapping):
+            return False
+        self.usage.update((k, v) for k, v in usage.items() if v is not None)
+        return True
+
+    def text_of(self, event: Any) -> str:
+        """Generated text of a ``content_block_delta``: text and tool-input JSON (both are output tokens)."""
+        delta = event.get("delta") if isinstance(event, dict) and event.get("type") == "content_block_delta" else None
+        if not isinstance(delta, Mapping):
+            return ""
+        kind = delta.get("type")
+        field = _TEXT_DELTAS.get(kind) if isinstance(kind, str) else None
+        text = delta.get(field) if field else None
+        return text if isinstance(text, str) else ""
+
+    def result(self) -> Extracted:
+        if not (self.saw_start or self.saw_delta):
+            problem = self.error or "stream carried no usage"
+            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem=problem)
+        if self.saw_delta:
+            return _checked(self.usage, self.model, UsageSource.REPORTED, self.error)
+        # Cut before message_delta: input is exact (message_start), output only the provisional count.
+        cut = "stream ended before message_delta; output_tokens is message_start's provisional count"
+        return _checked(self.usage, self.model, UsageSource.ESTIMATED, "; ".join(p for p in (self.error, cut) if p))

@@ -1,0 +1,172 @@
+"""Gemini ``generateContent`` / ``streamGenerateContent`` usage (``usageMetadata``).
+
+What the API reference says, and how it maps (genai-prices' Gemini extractor agrees):
+
+* ``promptTokenCount`` is "the total number of tokens in the prompt … When cached_content is set, this
+  also includes the number of tokens in the cached content", so ``cachedContentTokenCount`` is a
+  subset of it (unlike Anthropic).
+* ``totalTokenCount`` is "the sum of prompt_token_count, candidates_token_count,
+  tool_use_prompt_token_count, and thoughts_token_count": tool-use prompt tokens are *not* inside
+  ``promptTokenCount`` and thoughts are *not* inside ``candidatesTokenCount``. So
+  input = prompt + toolUsePrompt and output = candidates + thoughts, with thoughts the reasoning subset.
+* Audio / image come from the ``modality`` breakdowns (``promptTokensDetails`` and
+  ``toolUsePromptTokensDetails`` for input, ``candidatesTokensDetails`` for output).
+
+Streams repeat ``usageMetadata`` on every chunk as a running total, so the last one wins; adding them
+would multiply the prompt. Without ``alt=sse`` Gemini streams one JSON array of responses, which
+``from_gemini_body`` also accepts once the whole array has arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from aimeter.events import TokenUsage, UsageSource
+from aimeter.gateway.usage import NO_USAGE, Extracted, count
+
+
+def _tokens(obj: Mapping[str, Any] | None, key: str) -> int:
+    """A count that must not be negative: Gemini's parts are summed, so a negative one could hide."""
+    value = count(obj, key)
+    if value < 0:
+        raise ValueError(f"{key} is negative: {value}")
+    return value
+
+
+def _modality(usage: Mapping[str, Any], key: str, modality: str) -> int:
+    """Tokens of one modality in a ``[{modality, tokenCount}]`` breakdown; absent or malformed lists count 0."""
+    entries = usage.get(key)
+    if not isinstance(entries, list):
+        return 0
+    return sum(_tokens(e, "tokenCount") for e in entries if isinstance(e, Mapping) and e.get("modality") == modality)
+
+
+def _inputs(usage: Mapping[str, Any], modality: str) -> int:
+    return _modality(usage, "promptTokensDetails", modality) + _modality(usage, "toolUsePromptTokensDetails", modality)
+
+
+def gemini_usage(usage: Mapping[str, Any]) -> TokenUsage:
+    """Normalize ``usageMetadata``: input = prompt + tool-use prompt, output = candidates + thoughts."""
+    thoughts = _tokens(usage, "thoughtsTokenCount")
+    return TokenUsage(
+        input_tokens=_tokens(usage, "promptTokenCount") + _tokens(usage, "toolUsePromptTokenCount"),
+        cache_read_input_tokens=_tokens(usage, "cachedContentTokenCount"),
+        input_audio_tokens=_inputs(usage, "AUDIO"),
+        input_image_tokens=_inputs(usage, "IMAGE"),
+        output_tokens=_tokens(usage, "candidatesTokenCount") + thoughts,
+        reasoning_output_tokens=thoughts,
+        output_audio_tokens=_modality(usage, "candidatesTokensDetails", "AUDIO"),
+        output_image_tokens=_modality(usage, "candidatesTokensDetails", "IMAGE"),
+    )
+
+
+def _served(body: Mapping[str, Any]) -> str:
+    """``modelVersion`` names the served model (sometimes as ``models/<id>``; we keep the id)."""
+    version = body.get("modelVersion")
+    return version.removeprefix("models/") if isinstance(version, str) else ""
+
+
+def _checked(usage: Mapping[str, Any], served: str, source: UsageSource, problem: str = "") -> Extracted:
+    """Map ``usage``; any bad value becomes ``UsageSource.NONE`` with the reason instead of an exception."""
+    try:
+        tokens = gemini_usage(usage)
+    except (TypeError, ValueError, ValidationError) as exc:
+        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"invalid usage: {exc}")
+    return Extracted(tokens, source, served, problem=problem)
+
+
+def error_text(body: Mapping[str, Any]) -> str:
+    """``status: message`` of a Google error object (``{"error": {code, message, status}}``)."""
+    error = body.get("error")
+    if not isinstance(error, Mapping):
+        return "error"
+    return f"{error.get('status') or error.get('code') or 'error'}: {error.get('message') or 'no message'}"
+
+
+def from_gemini_body(body: Any) -> Extracted:
+    """A GenerateContentResponse, or the JSON-array form of a non-SSE stream (its last usage wins)."""
+    if isinstance(body, list):
+        return _from_array(body)
+    if not isinstance(body, Mapping):
+        return Extracted(TokenUsage(), UsageSource.NONE, problem="response is not a JSON object")
+    served = _served(body)
+    if "error" in body:
+        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {error_text(body)}")
+    usage = body.get("usageMetadata")
+    if not isinstance(usage, Mapping):
+        return Extracted(NO_USAGE.usage, NO_USAGE.source, served, problem=NO_USAGE.problem)
+    return _checked(usage, served, UsageSource.REPORTED)
+
+
+def _from_array(chunks: list[Any]) -> Extracted:
+    """The whole JSON array of a stream without ``alt=sse``: last usage, plus any error element it ended with."""
+    objects = [c for c in chunks if isinstance(c, Mapping)]
+    errors = [f"stream error: {error_text(c)}" for c in objects if "error" in c]
+    with_usage = [c for c in objects if isinstance(c.get("usageMetadata"), Mapping)]
+    if not with_usage:
+        return Extracted(NO_USAGE.usage, NO_USAGE.source, problem="; ".join(errors) or NO_USAGE.problem)
+    last = with_usage[-1]
+    return _checked(last["usageMetadata"], _served(last), UsageSource.REPORTED, "; ".join(errors))
+
+
+def _candidates(event: Any) -> list[Mapping[str, Any]]:
+    candidates = event.get("candidates") if isinstance(event, Mapping) else None
+    return [c for c in candidates if isinstance(c, Mapping)] if isinstance(candidates, list) else []
+
+
+_MARKERS = (b'"usageMetadata"', b'"finishReason"', b'"blockReason"', b'"error"')
+
+
+class GeminiStream:
+    """``streamGenerateContent?alt=sse``: each ``data:`` is a GenerateContentResponse with running usage.
+
+    ``complete`` means a candidate carried a ``finishReason`` (or the prompt was blocked, which Gemini
+    answers with ``promptFeedback.blockReason`` and no candidates); Gemini sends no ``[DONE]``.
+    """
+
+    def __init__(self) -> None:
+        self.model = ""
+        self.usage: Mapping[str, Any] | None = None
+        self.complete = False
+        self.problem = ""
+
+    def interesting(self, payload: bytes) -> bool:
+        return not self.model or any(marker in payload for marker in _MARKERS)
+
+    def on_event(self, event: Any, event_type: str) -> None:
+        if not isinstance(event, dict):
+            return
+        self.model = _served(event) or self.model
+        if "error" in event:
+            self.problem = f"stream error: {error_text(event)}"
+        if isinstance(event.get("usageMetadata"), Mapping):
+            self.usage = event["usageMetadata"]
+        if any(c.get("finishReason") for c in _candidates(event)):
+            self.complete = True
+        feedback = event.get("promptFeedback")
+        if isinstance(feedback, Mapping) and feedback.get("blockReason"):
+            self.complete = True
+            self.problem = f"prompt blocked: {feedback['blockReason']}"
+
+    def text_of(self, event: Any) -> str:
+        """Text parts of every candidate; ``thought: true`` parts are summaries, not the billed thoughts."""
+        texts = []
+        for candidate in _candidates(event):
+            content = candidate.get("content")
+            parts = content.get("parts") if isinstance(content, Mapping) else None
+            for part in parts if isinstance(parts, list) else []:
+                if isinstance(part, Mapping) and part.get("thought") is not True and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+        return "".join(texts)
+
+    def result(self) -> Extracted:
+        if self.usage is None:
+            problem = self.problem or "stream carried no usage"
+            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem=problem)
+        if self.complete:
+            return _checked(self.usage, self.model, UsageSource.REPORTED, self.problem)
+        cut = "stream ended before a finishReason; usage is the last chunk's running count"
+        return _checked(self.usage, self.model, UsageSource.ESTIMATED, "; ".join(p for p in (self.problem, cut) if p))

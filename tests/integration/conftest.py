@@ -30,8 +30,36 @@ backends:
     provider: vllm
     gpu: {{gpu_type: H100, gpu_count: 2, usd_per_gpu_hour: "2.50", sustained_tokens_per_second: 2500}}
     reference_model: {{provider: openai, model: gpt-4o}}
+  anthropic:
+    kind: anthropic
+    base_url: http://127.0.0.1:{port}
+    deployment: proprietary
+    provider: anthropic
+  gemini:
+    kind: gemini
+    base_url: http://127.0.0.1:{port}
+    deployment: proprietary
+    provider: google
+  azure:
+    kind: azure_openai
+    base_url: http://127.0.0.1:{port}
+    deployment: proprietary
+    provider: azure
+  ollama:
+    kind: ollama
+    base_url: http://127.0.0.1:{port}
+    deployment: self_hosted
+    provider: ollama
+    gpu: {{gpu_type: RTX4090, gpu_count: 1, usd_per_gpu_hour: "0.70", sustained_tokens_per_second: 900}}
+    reference_model: {{provider: openai, model: gpt-4o-mini}}
 models:
   gpt-4o-mini: {{backend: openai}}
+  gpt-3.5-turbo-instruct: {{backend: openai}}
+  text-embedding-3-small: {{backend: openai}}
+  claude-sonnet-4-6: {{backend: anthropic}}
+  gemini-2.5-pro: {{backend: gemini}}
+  gpt-4o-prod: {{backend: azure}}
+  "llama3.1:8b": {{backend: ollama}}
   gpt-4o: {{backend: openai}}
   llama-3.1-70b: {{backend: vllm-llama, upstream_model: meta-llama/Llama-3.1-70B-Instruct}}
 """
@@ -60,7 +88,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     config.write_text(CONFIG.format(port=upstream_port), encoding="utf-8")
     settings = Settings(data_dir=data, kafka_bootstrap=kafka_bootstrap, gateway_port=free_port(),
                         query_port=free_port(), pricer_group=f"pricer-{uuid.uuid4().hex[:8]}",
-                        config=config)
+                        config=config, max_body_bytes=1024 * 1024)
     running = Stack(settings, Path(config), fake_upstream_port=upstream_port)
     running.keys = issue_keys(settings)  # type: ignore[attr-defined]
     try:

@@ -52,6 +52,7 @@ async def not_found(request: web.Request) -> web.Response:
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/health", health),
     *openai_api.ROUTES,
+    *openai_api.AZURE_ROUTES,
     *native_api.ROUTES,
 )
 

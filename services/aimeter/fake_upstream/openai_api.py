@@ -6,9 +6,19 @@ directive adds llama.cpp's ``timings`` object to them. Errors use OpenAI's error
 
 from __future__ import annotations
 
+from typing import Any
+
 from aimeter.fake_upstream import openai_shapes as shapes
 from aimeter.fake_upstream import responses_shapes as responses
-from aimeter.fake_upstream.bodies import RequestError, read_chat, read_completions, read_embeddings, read_responses
+from aimeter.fake_upstream.bodies import (
+    Call,
+    Request,
+    RequestError,
+    read_chat,
+    read_completions,
+    read_embeddings,
+    read_responses,
+)
 from aimeter.fake_upstream.common import JsonDict, StreamParts, content_pieces, content_text, text_pieces
 from aimeter.fake_upstream.wire import Answer, Api, Handler, handler
 
@@ -101,4 +111,20 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/v1/completions", handler(COMPLETIONS)),
     ("POST", "/v1/embeddings", handler(EMBEDDINGS)),
     ("POST", "/v1/responses", handler(RESPONSES)),
+)
+
+
+def _azure(api: Api) -> Api:
+    """Azure OpenAI: the same shapes under ``/openai/deployments/{deployment}/…``; the body names no model."""
+
+    def read(body: dict[str, Any], call: Call) -> Request:
+        return api.read({"model": call.params["deployment"], **body}, call)
+
+    return api._replace(read=read)
+
+
+AZURE_ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("POST", "/openai/deployments/{deployment}/chat/completions", handler(_azure(CHAT))),
+    ("POST", "/openai/deployments/{deployment}/completions", handler(_azure(COMPLETIONS))),
+    ("POST", "/openai/deployments/{deployment}/embeddings", handler(_azure(EMBEDDINGS))),
 )

@@ -21,7 +21,7 @@ from uuid6 import uuid7
 
 from aimeter.config import Backend, GatewayConfig, ModelRoute, resolve_credential
 from aimeter.events import Attribution, UsageEvent
-from aimeter.gateway.apis import OPENAI_LIKE, Match, match_route
+from aimeter.gateway.apis import Match, match_route
 from aimeter.gateway.attribution import AttributionError, attribution_for
 from aimeter.gateway.errors import openai_error
 from aimeter.gateway.keys import KeyFile, KeyRecord, verify
@@ -182,6 +182,10 @@ class Gateway:
         return record
 
     async def _parse(self, match: Match, scope: dict[str, Any], receive: Receive, key: KeyRecord | None) -> Request:
+        declared = _headers(scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:  # refuse before reading a byte of it
+            raise Rejected(413, f"request body of {declared} bytes exceeds the gateway limit of "
+                                f"{self.max_body_bytes} bytes")
         try:
             body = await read_body(receive, self.max_body_bytes)
         except BodyTooLargeError:
@@ -223,8 +227,7 @@ class Gateway:
         spec = match.spec
         stream = spec.is_stream(request.json, match.method)
         rewrite = None if spec.model_in_path else route.upstream_model
-        body, injected = prepare_body(request.body, request.json, rewrite,
-                                      spec.inject_usage and backend.kind in OPENAI_LIKE)
+        body, injected = prepare_body(request.body, request.json, rewrite, spec.inject_usage)
         event_id = uuid7()
         call = Call(spec, upstream_target(backend, match, route.upstream_model or request.model, query), body,
                     upstream_headers(backend, self._credentials[name], headers), stream, injected, str(event_id))

@@ -36,7 +36,7 @@ def upstream_target(backend: Backend, match: Match, upstream_model: str, query: 
         return f"{base}/openai/deployments/{quote(upstream_model, safe='')}{spec.upstream_suffix}?api-version={version}"
     if backend.kind is BackendKind.GEMINI:
         alt = "?alt=sse" if _query_value(query, "alt") == "sse" else ""
-        return f"{base}/v1beta/models/{quote(upstream_model, safe='')}:{match.method}{alt}"
+        return f"{base}/{match.version or 'v1beta'}/models/{quote(upstream_model, safe='')}:{match.method}{alt}"
     return base + spec.upstream_suffix
 
 

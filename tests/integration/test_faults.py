@@ -1,0 +1,186 @@
+"""Faults with real processes: every request is metered exactly once, with the exact cost sum.
+
+Each test owns a whole stack (its own Kafka broker, pricer, gateway, fake upstream), so it can
+stop and kill parts of it. Request cost is fixed and hand-computed: gpt-4o-mini with 1,000 prompt
+and 100 completion tokens = (1000 x $0.15 + 100 x $0.60) / 1M = $0.00021.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import clickhouse_connect
+import openai
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from aimeter.events import USAGE_TOPIC
+from aimeter.gateway.keys import KeyFile, new_key
+from aimeter.local.kafka import LocalKafka, free_port
+from aimeter.local.stack import Stack
+from aimeter.settings import Settings
+from tests.integration.conftest import CONFIG
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+COST_EACH = (1000 * Decimal("0.15") + 100 * Decimal("0.60")) / Decimal(1_000_000)
+TOTALS_SQL = "SELECT count(), sum(cost_usd) FROM usage_costs FINAL WHERE team = 'faults'"
+EVENTS_SQL = "SELECT count() FROM usage_events FINAL WHERE team = 'faults'"
+
+
+class FaultStack:
+    def __init__(self, root: Path) -> None:
+        self.kafka = LocalKafka(root / "kafka", port=free_port(), controller_port=free_port(),
+                                cache_dir=REPO / ".aimeter" / "cache" / "kafka")
+        upstream = free_port()
+        config = root / "config.yaml"
+        config.write_text(CONFIG.format(port=upstream), encoding="utf-8")
+        self.settings = Settings(data_dir=root, kafka_bootstrap=self.kafka.bootstrap, gateway_port=free_port(),
+                                 query_port=free_port(), pricer_group="pricer", config=config,
+                                 kafka_delivery_timeout_s=3.0, pricer_batch_max=200)
+        store = KeyFile(self.settings.resolved_keys_file)
+        self.key, record = new_key("faults", "", "", datetime.now(UTC))
+        store.save({record.key_id: record})
+        self.stack = Stack(self.settings, config, fake_upstream_port=upstream)
+
+    def start(self) -> None:
+        self.kafka.start()
+        self.stack.start()
+
+    def stop(self) -> None:
+        self.stack.stop()
+        self.kafka.stop()
+
+    def send(self, n: int, concurrency: int = 16) -> None:
+        """n requests through the gateway; every one must succeed for the client."""
+        asyncio.run(_send(self.stack.gateway_url, self.key, n, concurrency))
+
+    def clickhouse(self) -> clickhouse_connect.driver.client.Client:
+        return clickhouse_connect.get_client(host="127.0.0.1", port=self.settings.query_port)
+
+    def wait_totals(self, n: int, timeout: float = 90.0) -> tuple[int, Decimal]:
+        client, deadline = self.clickhouse(), time.monotonic() + timeout
+        while True:
+            count, total = client.query(TOTALS_SQL).result_rows[0]
+            if count >= n or time.monotonic() > deadline:
+                return count, total
+            time.sleep(0.5)
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.stack.gateway_url}/metrics", timeout=5) as resp:
+            lines = resp.read().decode().splitlines()
+        return {k: float(v) for k, v in (line.split() for line in lines)}
+
+
+async def _send(base_url: str, key: str, n: int, concurrency: int) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "fake: prompt=1000 completion=100"}])
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def faults(tmp_path: Path) -> Iterator[FaultStack]:
+    running = FaultStack(tmp_path)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+def assert_exact(faults: FaultStack, n: int) -> None:
+    count, total = faults.wait_totals(n)
+    events = faults.clickhouse().command(EVENTS_SQL)
+    print(f"sent={n} stored={count} events={events} lost={max(n - count, 0)} duplicated={max(count - n, 0)}")
+    assert count == n, f"{n} requests sent, {count} priced rows stored"
+    assert int(events) == n
+    assert total == n * COST_EACH
+
+
+def test_kafka_outage_spools_then_replays_without_loss(faults):
+    faults.send(100)
+    faults.kafka.stop()
+    faults.send(100)  # the gateway keeps serving while Kafka is down
+    deadline = time.monotonic() + 30
+    while faults.metrics()["aimeter_events_spooled_total"] < 100 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert faults.metrics()["aimeter_events_spooled_total"] >= 100
+    faults.kafka.start()
+    assert_exact(faults, 200)
+    assert faults.metrics()["aimeter_spool_bytes"] == 0
+
+
+def test_gateway_restart_with_a_non_empty_spool(faults):
+    faults.kafka.stop()
+    faults.send(150)
+    faults.stack.stop_child("gateway")  # graceful stop: undelivered events are purged into the spool
+    spool = faults.settings.data_dir / "spool" / f"{faults.settings.gateway_id}.jsonl"
+    assert spool.exists()
+    assert len(spool.read_bytes().splitlines()) == 150
+    faults.kafka.start()
+    faults.stack.start_child("gateway")  # replays the spool at start
+    assert_exact(faults, 150)
+
+
+def test_pricer_killed_mid_batch_then_restarted(faults):
+    faults.stack.stop_child("pricer")
+    faults.send(1500)
+    faults.stack.start_child("pricer")
+    client = faults.clickhouse()
+    deadline = time.monotonic() + 60
+    while int(client.command(EVENTS_SQL)) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stored_before_kill = int(client.command(EVENTS_SQL))
+    faults.stack.stop_child("pricer", kill=True)
+    assert stored_before_kill < 1500, "the kill must land mid-stream for this test to mean anything"
+    faults.stack.start_child("pricer")
+    assert_exact(faults, 1500)
+
+
+def test_replaying_the_whole_topic_changes_no_total(faults):
+    faults.send(300)
+    assert_exact(faults, 300)
+    faults.stack.stop_child("pricer")
+    # A new consumer group starts from offset 0 and re-inserts every event.
+    group = f"replay-{uuid.uuid4().hex[:6]}"
+    faults.stack.settings = faults.settings.model_copy(update={"pricer_group": group})
+    faults.stack.start_child("pricer")
+    wait_caught_up(faults.kafka.bootstrap, group)
+    assert_exact(faults, 300)
+
+
+def wait_caught_up(bootstrap: str, group: str, timeout: float = 60.0) -> None:
+    """Until the group has committed every offset of the usage topic, i.e. it re-read everything."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = [TopicPartition(USAGE_TOPIC, p)
+                      for p in consumer.list_topics(USAGE_TOPIC, timeout=10).topics[USAGE_TOPIC].partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+            if all(committed[p] >= end for p, end in ends.items() if end > 0):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"group {group} did not catch up: committed {committed}, end {ends}")
+    finally:
+        consumer.close()

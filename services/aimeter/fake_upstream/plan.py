@@ -25,6 +25,7 @@ made of whitespace-separated `key=value` pairs after `fake:`, in any order, any 
     status          answer with this HTTP error (400-599) in the API's error shape
     served          model name to report instead of the requested one
     timings         1: add llama.cpp's `timings` object (OpenAI-compatible Chat and Completions)
+    frozen          1: fixed ids and timestamps, so two answers can be compared byte for byte
 
 Each API reports the numbers in its OWN semantics. `prompt=1000 cached=200 cache_write_5m=100`
 becomes OpenAI `prompt_tokens=1000, cached_tokens=200`, Anthropic `input_tokens=700,
@@ -69,7 +70,7 @@ MAX_WAIT_MS = 600_000
 
 _USAGE_KEYS = ("prompt", "completion", "cached", "reasoning", "cache_write_5m", "cache_write_1h")
 _INT_KEYS = frozenset(
-    {*_USAGE_KEYS, "chunks", "words", "latency_ms", "gap_ms", "drop", "error_after", "status", "timings"}
+    {*_USAGE_KEYS, "chunks", "words", "latency_ms", "gap_ms", "drop", "error_after", "status", "timings", "frozen"}
 )
 _ALIASES = {"thoughts": "reasoning"}
 _KNOWN = ", ".join(sorted(_INT_KEYS | set(_ALIASES) | {"served"}))
@@ -92,6 +93,7 @@ class Plan(NamedTuple):
     status: int | None
     error_after: int | None = None
     timings: bool = False
+    frozen: bool = False  # fixed ids and timestamps, so two answers can be compared byte for byte
 
 
 def parse_directive(text: str) -> dict[str, int | str]:
@@ -123,6 +125,7 @@ _LIMITS = {
     "latency_ms": MAX_WAIT_MS,
     "gap_ms": MAX_WAIT_MS,
     "timings": 1,
+    "frozen": 1,
 }
 
 
@@ -188,6 +191,7 @@ def plan_for(request: Request, default_latency_ms: float) -> Plan:
         status=directive.get("status"),
         error_after=directive.get("error_after"),
         timings=directive.get("timings") == 1,
+        frozen=directive.get("frozen") == 1,
     )
 
 

@@ -56,6 +56,10 @@ class Api(NamedTuple):
     request_id_header: str = "x-request-id"
 
 
+FROZEN_ID = "frozen0000000000000000"
+FROZEN_TIME = 1_764_000_000.0
+
+
 def next_token() -> str:
     """Unique per process run, cheap to make; APIs prefix it (`chatcmpl-…`, `msg_…`, `resp_…`)."""
     return f"{_RUN_ID}{next(_SEQ):016d}"
@@ -83,7 +87,11 @@ def handler(api: Api) -> Handler:
             await asyncio.sleep(plan.latency_s)
         if plan.status is not None:
             return json_response(plan.status, api.error(plan.status, plan.model, request_id), headers)
-        answer = Answer(plan, token, time.time(), body, call)
+        if plan.frozen:
+            token, now = FROZEN_ID, FROZEN_TIME
+        else:
+            now = time.time()
+        answer = Answer(plan, token, now, body, call)
         if plan.stream:
             content_type = api.stream_type(answer) if api.stream_type else SSE_TYPE
             return await send_stream(request, plan, api.stream(answer), content_type, headers)

@@ -6,7 +6,7 @@ response body (or stream events) to normalized token classes (see ``aimeter.even
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,8 @@ NO_USAGE = Extracted(TokenUsage(), UsageSource.NONE, problem="response carried n
 
 
 def count(obj: Mapping[str, Any] | None, key: str) -> int:
-    """A token count, or 0 when absent/null. Raises on wrong types so bad data is flagged, not summed."""
+    """A token count, or 0 when absent/null. Raises on wrong types and negatives so bad data is flagged,
+    never summed: several APIs report parts that we add up, where a negative part could hide."""
     if not obj:
         return 0
     value = obj.get(key)
@@ -36,7 +37,19 @@ def count(obj: Mapping[str, Any] | None, key: str) -> int:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{key} is not an integer: {value!r}")
+    if value < 0:
+        raise ValueError(f"{key} is negative: {value}")
     return value
+
+
+def checked(mapper: Callable[[Mapping[str, Any]], TokenUsage], usage: Mapping[str, Any], served: str,
+            source: UsageSource, problem: str = "", *, compute_seconds: float | None = None) -> Extracted:
+    """Map ``usage``; any bad value becomes ``UsageSource.NONE`` with the reason instead of an exception."""
+    try:
+        tokens = mapper(usage)
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"invalid usage: {exc}")
+    return Extracted(tokens, source, served, compute_seconds, problem)
 
 
 def details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:

@@ -17,34 +17,24 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from aimeter.events import TokenUsage, UsageSource
-from aimeter.gateway.usage import NO_USAGE, Extracted, count, details
-
-
-def _tokens(obj: Mapping[str, Any] | None, key: str) -> int:
-    """A count that must not be negative: Anthropic's parts are summed, so a negative one could hide."""
-    value = count(obj, key)
-    if value < 0:
-        raise ValueError(f"{key} is negative: {value}")
-    return value
+from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count, details
 
 
 def _cache_writes(usage: Mapping[str, Any]) -> tuple[int, int, int]:
     """(all cache writes, 5-minute writes, 1-hour writes); the total falls back to the split's sum."""
     split = details(usage, "cache_creation")
-    five_min = _tokens(split, "ephemeral_5m_input_tokens")
-    one_hour = _tokens(split, "ephemeral_1h_input_tokens")
+    five_min = count(split, "ephemeral_5m_input_tokens")
+    one_hour = count(split, "ephemeral_1h_input_tokens")
     if usage.get("cache_creation_input_tokens") is None:
         return five_min + one_hour, five_min, one_hour
-    return _tokens(usage, "cache_creation_input_tokens"), five_min, one_hour
+    return count(usage, "cache_creation_input_tokens"), five_min, one_hour
 
 
 def anthropic_usage(usage: Mapping[str, Any]) -> TokenUsage:
     """Normalize an Anthropic ``usage`` object: input = uncached + cache writes + cache reads."""
-    uncached = _tokens(usage, "input_tokens")
-    read = _tokens(usage, "cache_read_input_tokens")
+    uncached = count(usage, "input_tokens")
+    read = count(usage, "cache_read_input_tokens")
     written, five_min, one_hour = _cache_writes(usage)
     return TokenUsage(
         input_tokens=uncached + written + read,
@@ -52,18 +42,13 @@ def anthropic_usage(usage: Mapping[str, Any]) -> TokenUsage:
         cache_creation_input_tokens=written,
         cache_creation_5m_input_tokens=five_min,
         cache_creation_1h_input_tokens=one_hour,
-        output_tokens=_tokens(usage, "output_tokens"),
-        reasoning_output_tokens=_tokens(details(usage, "output_tokens_details"), "thinking_tokens"),
+        output_tokens=count(usage, "output_tokens"),
+        reasoning_output_tokens=count(details(usage, "output_tokens_details"), "thinking_tokens"),
     )
 
 
 def _checked(usage: Mapping[str, Any], served: str, source: UsageSource, problem: str = "") -> Extracted:
-    """Map ``usage``; any bad value becomes ``UsageSource.NONE`` with the reason instead of an exception."""
-    try:
-        tokens = anthropic_usage(usage)
-    except (TypeError, ValueError, ValidationError) as exc:
-        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"invalid usage: {exc}")
-    return Extracted(tokens, source, served, problem=problem)
+    return checked(anthropic_usage, usage, served, source, problem)
 
 
 def from_anthropic_body(body: Any) -> Extracted:

@@ -22,18 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from aimeter.events import TokenUsage, UsageSource
-from aimeter.gateway.usage import NO_USAGE, Extracted, count
-
-
-def _tokens(obj: Mapping[str, Any] | None, key: str) -> int:
-    """A count that must not be negative: Gemini's parts are summed, so a negative one could hide."""
-    value = count(obj, key)
-    if value < 0:
-        raise ValueError(f"{key} is negative: {value}")
-    return value
+from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count
 
 
 def _modality(usage: Mapping[str, Any], key: str, modality: str) -> int:
@@ -41,7 +31,7 @@ def _modality(usage: Mapping[str, Any], key: str, modality: str) -> int:
     entries = usage.get(key)
     if not isinstance(entries, list):
         return 0
-    return sum(_tokens(e, "tokenCount") for e in entries if isinstance(e, Mapping) and e.get("modality") == modality)
+    return sum(count(e, "tokenCount") for e in entries if isinstance(e, Mapping) and e.get("modality") == modality)
 
 
 def _inputs(usage: Mapping[str, Any], modality: str) -> int:
@@ -50,13 +40,13 @@ def _inputs(usage: Mapping[str, Any], modality: str) -> int:
 
 def gemini_usage(usage: Mapping[str, Any]) -> TokenUsage:
     """Normalize ``usageMetadata``: input = prompt + tool-use prompt, output = candidates + thoughts."""
-    thoughts = _tokens(usage, "thoughtsTokenCount")
+    thoughts = count(usage, "thoughtsTokenCount")
     return TokenUsage(
-        input_tokens=_tokens(usage, "promptTokenCount") + _tokens(usage, "toolUsePromptTokenCount"),
-        cache_read_input_tokens=_tokens(usage, "cachedContentTokenCount"),
+        input_tokens=count(usage, "promptTokenCount") + count(usage, "toolUsePromptTokenCount"),
+        cache_read_input_tokens=count(usage, "cachedContentTokenCount"),
         input_audio_tokens=_inputs(usage, "AUDIO"),
         input_image_tokens=_inputs(usage, "IMAGE"),
-        output_tokens=_tokens(usage, "candidatesTokenCount") + thoughts,
+        output_tokens=count(usage, "candidatesTokenCount") + thoughts,
         reasoning_output_tokens=thoughts,
         output_audio_tokens=_modality(usage, "candidatesTokensDetails", "AUDIO"),
         output_image_tokens=_modality(usage, "candidatesTokensDetails", "IMAGE"),
@@ -70,12 +60,7 @@ def _served(body: Mapping[str, Any]) -> str:
 
 
 def _checked(usage: Mapping[str, Any], served: str, source: UsageSource, problem: str = "") -> Extracted:
-    """Map ``usage``; any bad value becomes ``UsageSource.NONE`` with the reason instead of an exception."""
-    try:
-        tokens = gemini_usage(usage)
-    except (TypeError, ValueError, ValidationError) as exc:
-        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"invalid usage: {exc}")
-    return Extracted(tokens, source, served, problem=problem)
+    return checked(gemini_usage, usage, served, source, problem)
 
 
 def error_text(body: Mapping[str, Any]) -> str:

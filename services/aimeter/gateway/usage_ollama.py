@@ -22,10 +22,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from aimeter.events import TokenUsage, UsageSource
-from aimeter.gateway.usage import NO_USAGE, Extracted, count
+from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count
 
 _COUNT_KEYS = ("prompt_eval_count", "eval_count")
 _MAX_DURATION_NS = 10**18  # ~31 years: anything larger is garbage, not GPU time
@@ -67,11 +65,7 @@ def from_ollama_body(body: Any) -> Extracted:
         return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {body['error']!s:.500}")
     if all(body.get(key) is None for key in _COUNT_KEYS):
         return Extracted(NO_USAGE.usage, NO_USAGE.source, served, problem=NO_USAGE.problem)
-    try:
-        tokens = ollama_usage(body)
-    except (TypeError, ValidationError) as exc:
-        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"invalid usage: {exc}")
-    return Extracted(tokens, UsageSource.REPORTED, served, compute_seconds(body))
+    return checked(ollama_usage, body, served, UsageSource.REPORTED, compute_seconds=compute_seconds(body))
 
 
 _FINAL_OR_ERROR = re.compile(rb'"done"\s*:\s*true|"error"\s*:')

@@ -14,10 +14,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from aimeter.events import TokenUsage, UsageSource
-from aimeter.gateway.usage import NO_USAGE, Extracted, count, details
+from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count, details
 
 
 def openai_usage(usage: Mapping[str, Any]) -> TokenUsage:
@@ -80,11 +78,7 @@ def _extract(body: Any, mapper: Callable[[Mapping[str, Any]], TokenUsage], probl
     usage = body.get("usage")
     if not isinstance(usage, Mapping):
         return Extracted(NO_USAGE.usage, NO_USAGE.source, served, problem=problem or NO_USAGE.problem)
-    try:
-        tokens = mapper(usage)
-    except (TypeError, ValidationError) as exc:
-        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"invalid usage: {exc}")
-    return Extracted(tokens, UsageSource.REPORTED, served, llamacpp_compute_seconds(body), problem)
+    return checked(mapper, usage, served, UsageSource.REPORTED, problem, compute_seconds=llamacpp_compute_seconds(body))
 
 
 def from_openai_body(body: Any) -> Extracted:

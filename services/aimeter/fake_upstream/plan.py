@@ -26,6 +26,7 @@ made of whitespace-separated `key=value` pairs after `fake:`, in any order, any 
     served          model name to report instead of the requested one
     timings         1: add llama.cpp's `timings` object (OpenAI-compatible Chat and Completions)
     frozen          1: fixed ids and timestamps, so two answers can be compared byte for byte
+    malformed       1-5: a broken whole answer: cut JSON, bad UTF-8, negative / absent / absurd counts
 
 Each API reports the numbers in its OWN semantics. `prompt=1000 cached=200 cache_write_5m=100`
 becomes OpenAI `prompt_tokens=1000, cached_tokens=200`, Anthropic `input_tokens=700,
@@ -70,7 +71,8 @@ MAX_WAIT_MS = 600_000
 
 _USAGE_KEYS = ("prompt", "completion", "cached", "reasoning", "cache_write_5m", "cache_write_1h")
 _INT_KEYS = frozenset(
-    {*_USAGE_KEYS, "chunks", "words", "latency_ms", "gap_ms", "drop", "error_after", "status", "timings", "frozen"}
+    {*_USAGE_KEYS, "chunks", "words", "latency_ms", "gap_ms", "drop", "error_after", "status", "timings", "frozen",
+     "malformed"}
 )
 _ALIASES = {"thoughts": "reasoning"}
 _KNOWN = ", ".join(sorted(_INT_KEYS | set(_ALIASES) | {"served"}))
@@ -94,6 +96,7 @@ class Plan(NamedTuple):
     error_after: int | None = None
     timings: bool = False
     frozen: bool = False  # fixed ids and timestamps, so two answers can be compared byte for byte
+    malformed: int = 0  # a broken whole answer on purpose (see fake_upstream/malformed.py)
 
 
 def parse_directive(text: str) -> dict[str, int | str]:
@@ -126,6 +129,7 @@ _LIMITS = {
     "gap_ms": MAX_WAIT_MS,
     "timings": 1,
     "frozen": 1,
+    "malformed": 5,
 }
 
 
@@ -192,6 +196,7 @@ def plan_for(request: Request, default_latency_ms: float) -> Plan:
         error_after=directive.get("error_after"),
         timings=directive.get("timings") == 1,
         frozen=directive.get("frozen") == 1,
+        malformed=int(directive.get("malformed", 0)),
     )
 
 

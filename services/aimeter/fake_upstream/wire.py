@@ -20,6 +20,7 @@ from aiohttp import web
 
 from aimeter.fake_upstream.bodies import Call, Request, RequestError, load_json
 from aimeter.fake_upstream.common import JsonDict, StreamParts
+from aimeter.fake_upstream.malformed import malformed_body
 from aimeter.fake_upstream.plan import Plan, plan_for
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ def handler(api: Api) -> Handler:
         if plan.stream:
             content_type = api.stream_type(answer) if api.stream_type else SSE_TYPE
             return await send_stream(request, plan, api.stream(answer), content_type, headers)
+        if plan.malformed:
+            return web.Response(status=200, body=malformed_body(api.whole(answer), plan.malformed),
+                                content_type=JSON_TYPE, headers=headers)
         return json_response(200, api.whole(answer), headers)
 
     return handle

@@ -110,12 +110,31 @@ def cmd_spend(args: argparse.Namespace, settings: Settings) -> int:
     since = parse_when(args.since, now) if args.since else now.replace(day=1, hour=0, minute=0, second=0,
                                                                          microsecond=0)
     until = parse_when(args.until, now) if args.until else now
-    sql, params = spend_query(args.by, since, until)
+    sql, params = spend_query(args.by, since, until, corrections=args.corrections)
     client = report_client(settings.resolved_clickhouse_url, settings.query_port)
     result = client.query(sql, parameters=params)
-    print(f"spend by {args.by}, {since:%Y-%m-%d %H:%M} .. {until:%Y-%m-%d %H:%M} UTC")
+    print(f"spend by {args.by}, {since:%Y-%m-%d %H:%M} .. {until:%Y-%m-%d %H:%M} UTC "
+          "(cost: marginal; loaded: GPU hours billed in full; savings: reference minus loaded)")
     print(render(result.column_names, result.result_rows, args.format))
     return 0
+
+
+def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
+    from aimeter.pricer.overrides_load import load_price_book  # noqa: PLC0415
+    from aimeter.reprice import StoreBusyError, run_command  # noqa: PLC0415
+    from aimeter.store.client import report_client  # noqa: PLC0415
+
+    _, config = _config(settings, args.config)
+    book = load_price_book(config)
+    now = datetime.now(UTC)
+    since, until = parse_when(args.since, now), parse_when(args.until, now)
+    url = settings.resolved_clickhouse_url
+    try:
+        return run_command(url, lambda: report_client(url, settings.query_port), config, book, since=since,
+                           until=until, dry_run=args.dry_run, out=sys.stdout, err=sys.stderr)
+    except StoreBusyError as exc:
+        print(f"aimeter reprice: {exc}", file=sys.stderr)
+        return 3
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,7 +143,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     config_path = args.config or settings.config or (DEMO_CONFIG if args.demo else None)
     if config_path is None:
         raise ConfigError("`aimeter up` needs --config FILE or AIMETER_CONFIG (or use --demo)")
-    load_config(config_path)  # validate before starting anything
+    from aimeter.pricer.overrides_load import load_price_book  # noqa: PLC0415
+
+    load_price_book(load_config(config_path))  # validate the config and price overrides before starting anything
     return run_up(settings, config_path, demo=args.demo, keep_running=args.keep_running or not args.demo,
                   seconds=args.seconds, upstream_port=DEMO_UPSTREAM_PORT if args.demo else None)
 
@@ -157,7 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--by", default="team",
                        choices=["team", "project", "model", "backend", "deployment", "provider", "user"])
     spend.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    spend.add_argument("--corrections", action="store_true",
+                       help="add as-charged cost (rating version 0) and the correction since (re-rating)")
     spend.set_defaults(func=cmd_spend)
+    reprice = sub.add_parser("reprice", help="re-price a period under the current price book (new rating version)")
+    reprice.add_argument("--since", required=True, help="ISO date/time (UTC) or relative like 7d")
+    reprice.add_argument("--until", default="now", help="ISO date/time (UTC) or relative; default: now")
+    reprice.add_argument("--dry-run", action="store_true", help="compute and print the changes, write nothing")
+    reprice.add_argument("--config", type=Path)
+    reprice.set_defaults(func=cmd_reprice)
     keys_cli.register(sub)
     reconcile.register(sub)
     return parser

@@ -6,14 +6,16 @@ happens in :func:`load_config` and :func:`resolve_credential`, at the edge.
 
 from __future__ import annotations
 
+import itertools
 import os
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
 from aimeter.events import Deployment
 
@@ -34,15 +36,62 @@ class BackendKind(StrEnum):
 Money = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=12)]
 
 
+def _utc_instant(value: object) -> object:
+    """Dates mean midnight UTC and naive times are UTC, so an effective date reads the same everywhere."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=UTC)
+    return value
+
+
+UtcInstant = Annotated[datetime, BeforeValidator(_utc_instant)]
+
+
 class GpuCost(BaseModel):
-    """What a self-hosted backend costs to run, and how many tokens it sustains."""
+    """What a self-hosted backend costs to run, and how many tokens it sustains, over one period.
+
+    Periods start and end on whole hours (UTC) because the fully loaded view bills GPUs by the
+    hour; ``effective_to`` is exclusive and omitted for the period in force now.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     gpu_type: str
     gpu_count: int = Field(ge=1)
-    usd_per_gpu_hour: Money
-    sustained_tokens_per_second: Decimal = Field(gt=0)
+    usd_per_gpu_hour: Money | None = Field(None, description="Per GPU; or give usd_per_node_hour.")
+    usd_per_node_hour: Money | None = Field(None, description="The whole backend per hour (all its GPUs).")
+    sustained_tokens_per_second: Decimal = Field(gt=0, decimal_places=6)
+    parallel_requests: int = Field(1, ge=1, description="Requests served at once; GPU-seconds are shared by them.")
+    effective_from: UtcInstant | None = Field(None, description="Inclusive; omitted = since always.")
+    effective_to: UtcInstant | None = Field(None, description="Exclusive; omitted = still in force.")
+
+    @model_validator(mode="after")
+    def _one_price_whole_hours(self) -> GpuCost:
+        problems = []
+        if (self.usd_per_gpu_hour is None) == (self.usd_per_node_hour is None):
+            problems.append("give exactly one of usd_per_gpu_hour and usd_per_node_hour")
+        for name in ("effective_from", "effective_to"):
+            value = getattr(self, name)
+            if value is not None and (value.minute, value.second, value.microsecond) != (0, 0, 0):
+                problems.append(f"{name} must be a whole hour (GPU cost is billed by the hour), got {value}")
+        if self.effective_from and self.effective_to and self.effective_to <= self.effective_from:
+            problems.append("effective_to must be after effective_from")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def usd_per_hour(self) -> Decimal:
+        """The whole backend's cost per hour."""
+        if self.usd_per_node_hour is not None:
+            return self.usd_per_node_hour
+        assert self.usd_per_gpu_hour is not None  # enforced above
+        return self.usd_per_gpu_hour * self.gpu_count
+
+    def covers(self, moment: datetime) -> bool:
+        starts = self.effective_from is None or self.effective_from <= moment
+        return starts and (self.effective_to is None or moment < self.effective_to)
 
 
 class ReferenceModel(BaseModel):
@@ -63,14 +112,30 @@ class Backend(BaseModel):
     provider: str = Field(description="Price-book provider id (openai, anthropic, google, vllm, …).")
     api_key_env: str | None = Field(None, description="Env var holding the provider credential.")
     api_key_file: Path | None = Field(None, description="File holding the provider credential.")
-    gpu: GpuCost | None = None
+    gpu: GpuCost | list[GpuCost] | None = Field(None, description="GPU cost, or a list of dated periods.")
     reference_model: ReferenceModel | None = None
 
     @model_validator(mode="after")
     def _self_hosted_has_cost(self) -> Backend:
-        if self.deployment is Deployment.SELF_HOSTED and self.gpu is None:
+        if self.deployment is Deployment.SELF_HOSTED and not self.gpu_periods:
             raise ValueError("a self_hosted backend must declare `gpu` (its cost model)")
+        periods = sorted(self.gpu_periods, key=lambda p: p.effective_from or datetime.min.replace(tzinfo=UTC))
+        for earlier, later in itertools.pairwise(periods):
+            end, start = earlier.effective_to, later.effective_from
+            if end is None or start is None or start < end:
+                raise ValueError(f"gpu periods overlap: one starting {earlier.effective_from} and one starting "
+                                 f"{later.effective_from} (give each an effective_from and effective_to)")
         return self
+
+    @property
+    def gpu_periods(self) -> tuple[GpuCost, ...]:
+        if self.gpu is None:
+            return ()
+        return tuple(self.gpu) if isinstance(self.gpu, list) else (self.gpu,)
+
+    def gpu_at(self, moment: datetime) -> GpuCost | None:
+        """The GPU cost period in force at ``moment``, if any."""
+        return next((p for p in self.gpu_periods if p.covers(moment)), None)
 
 
 class ModelRoute(BaseModel):
@@ -85,6 +150,9 @@ class GatewayConfig(BaseModel):
 
     backends: dict[str, Backend]
     models: dict[str, ModelRoute]
+    price_overrides: Path | None = Field(
+        None, description="Price overrides YAML (relative to this file); default schemas/price_overrides.yaml."
+    )
 
     @model_validator(mode="after")
     def _routes_resolve(self) -> GatewayConfig:
@@ -120,7 +188,10 @@ def load_config(path: Path) -> GatewayConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    return parse_config(text, str(path))
+    config = parse_config(text, str(path))
+    if config.price_overrides is not None and not config.price_overrides.is_absolute():
+        config = config.model_copy(update={"price_overrides": path.parent / config.price_overrides})
+    return config
 
 
 def resolve_credential(backend: Backend) -> str | None:

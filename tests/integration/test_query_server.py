@@ -1,8 +1,8 @@
 """The read-only ClickHouse HTTP endpoint over the embedded chDB engine.
 
-One chDB engine per process, bound to one path: every test here shares the module's store
-(a ClickHouse-connect ChdbClient on one directory) and the endpoint serving that directory.
-Both are closed at module end so that other modules may open chDB on another path.
+One chDB engine per process, bound to one path: the tests here use the session's engine
+(``chdb_client`` on ``chdb_path``, see tests/integration/chdb_fixture.py) with their own table
+``t``, and an endpoint serving that directory, closed at module end.
 
 The endpoint runs in pytest's session event loop; clickhouse-connect's HTTP client is
 synchronous, so tests call it through ``asyncio.to_thread`` and the loop keeps serving.
@@ -89,17 +89,16 @@ def _fetch(request: urllib.request.Request) -> tuple[int, dict[str, str], bytes]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """The pricer's side: an in-process ChdbClient that owns the directory and inserts."""
-    base = tmp_path_factory.mktemp("query_server")
-    client = clickhouse_connect.get_client(dsn=f"chdb://{base / 'chdb'}")
-    client.command(
+def store(chdb_client: Client, chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """The pricer's side: the in-process ChdbClient that owns the directory and inserts."""
+    scratch = tmp_path_factory.mktemp("query_server")
+    chdb_client.command(
         "CREATE TABLE t (team String, cost_usd Decimal(38, 12), ts DateTime64(3, 'UTC')) "
         "ENGINE = MergeTree ORDER BY (ts, team)"
     )
-    client.insert("t", ROWS, column_names=COLUMNS)
-    yield Store(base / "chdb", client, base)
-    client.close()
+    chdb_client.insert("t", ROWS, column_names=COLUMNS)
+    yield Store(chdb_path, chdb_client, scratch)
+    chdb_client.command("DROP TABLE t")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from aimeter.events import UsageEvent
-from aimeter.pricer.core import PriceBook
+from aimeter.pricer.core import PriceBook, Priced
+from aimeter.pricer.rates import CLASSES
 
 EVENT_COLUMNS = [
     "event_id", "gateway_id", "started_at", "first_token_at", "ended_at", "api", "backend", "provider",
@@ -25,7 +26,13 @@ COST_COLUMNS = [
     "cache_creation_input_tokens", "output_tokens", "reasoning_output_tokens", "cost_usd", "input_cost_usd",
     "output_cost_usd", "reference_cost_usd", "pricing_status", "pricing_note", "price_source", "price_version",
     "rating_version", "priced_at",
+    # 0003: how it was priced, per-class components (sum = cost_usd) and the token classes behind them.
+    "cost_basis", *(f"{c}_cost_usd" for c in CLASSES), "cache_creation_5m_input_tokens",
+    "cache_creation_1h_input_tokens", "input_audio_tokens", "input_image_tokens", "output_audio_tokens",
+    "output_image_tokens",
 ]
+USAGE_FIELDS = EVENT_COLUMNS[EVENT_COLUMNS.index("input_tokens"):EVENT_COLUMNS.index("backend_compute_seconds")]
+ATTRIBUTION_FIELDS = ["team", "project", "user", "api_key_id", "tags"]
 
 
 @dataclass
@@ -54,15 +61,37 @@ def event_row(e: UsageEvent) -> list[Any]:
 
 
 def cost_row(e: UsageEvent, book: PriceBook, rating_version: int, priced_at: datetime) -> list[Any]:
-    p = book.price(e)
+    return priced_row(e, book.price(e), rating_version, priced_at)
+
+
+def priced_row(e: UsageEvent, p: Priced, rating_version: int, priced_at: datetime) -> list[Any]:
+    """One ``usage_costs`` row, in :data:`COST_COLUMNS` order."""
     u, a = e.usage, e.attribution
+    components = p.components.as_row() if p.components is not None else [None] * len(CLASSES)
     return [
         e.event_id, e.started_at, e.ended_at, e.api, e.backend, e.provider, e.deployment.value,
         e.model_served or e.model_requested, e.status.value, e.stream, a.team, a.project, a.user, a.api_key_id,
         u.input_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens, u.output_tokens,
         u.reasoning_output_tokens, p.cost_usd, p.input_cost_usd, p.output_cost_usd, p.reference_cost_usd,
         p.pricing_status, p.note, p.price_source, p.price_version, rating_version, priced_at,
+        p.cost_basis, *components, u.cache_creation_5m_input_tokens, u.cache_creation_1h_input_tokens,
+        u.input_audio_tokens, u.input_image_tokens, u.output_audio_tokens, u.output_image_tokens,
     ]
+
+
+def event_from_row(row: dict[str, Any]) -> UsageEvent:
+    """The inverse of :func:`event_row`: rebuild an event from ``usage_events`` (for re-rating).
+
+    ClickHouse clients hand UTC columns back naive; they are made aware again here.
+    """
+    data = {k: v for k, v in row.items() if k not in USAGE_FIELDS and k not in ATTRIBUTION_FIELDS}
+    for key in ("started_at", "first_token_at", "ended_at"):
+        value = data.get(key)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            data[key] = value.replace(tzinfo=UTC)
+    data["usage"] = {k: row[k] for k in USAGE_FIELDS}
+    data["attribution"] = {k: row[k] for k in ATTRIBUTION_FIELDS}
+    return UsageEvent.model_validate(data)
 
 
 def build_batch(values: list[bytes], book: PriceBook, priced_at: datetime) -> Batch:

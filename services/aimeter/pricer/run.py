@@ -8,7 +8,8 @@ import signal
 
 from aimeter.config import GatewayConfig
 from aimeter.kafka_admin import ensure_topics
-from aimeter.pricer.core import PriceBook
+from aimeter.pricer.gpu_periods import sync_gpu_periods
+from aimeter.pricer.overrides_load import load_price_book
 from aimeter.pricer.service import build_pricer
 from aimeter.settings import Settings
 from aimeter.store.client import chdb_path, get_client
@@ -19,13 +20,18 @@ log = logging.getLogger(__name__)
 
 async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
     """Until SIGTERM/SIGINT. In embedded mode this process owns chDB, so it also answers queries."""
+    book = load_price_book(config)  # an invalid overrides file stops the pricer here, every problem listed
     url = settings.resolved_clickhouse_url
     client = get_client(url)
     applied = migrate(client)
     if applied:
         log.info("applied ClickHouse migrations: %s", ", ".join(applied))
+    written = sync_gpu_periods(client, config)
+    if written:
+        log.info("wrote %d GPU cost period rows from the config", written)
     await asyncio.to_thread(ensure_topics, bootstrap)
-    broker, writer = build_pricer(bootstrap, client, PriceBook(config), group=settings.pricer_group,
+    print(f"pricer: prices from {book.version}", flush=True)
+    broker, writer = build_pricer(bootstrap, client, book, group=settings.pricer_group,
                                   batch_max=settings.pricer_batch_max)
     query_runner = None
     path = chdb_path(url)

@@ -44,7 +44,7 @@ class FaultStack:
         config.write_text(CONFIG.format(port=upstream), encoding="utf-8")
         self.settings = Settings(data_dir=root, kafka_bootstrap=self.kafka.bootstrap, gateway_port=free_port(),
                                  query_port=free_port(), pricer_group="pricer", config=config,
-                                 kafka_delivery_timeout_s=3.0, pricer_batch_max=200)
+                                 kafka_delivery_timeout_s=3.0, pricer_batch_max=50)
         store = KeyFile(self.settings.resolved_keys_file)
         self.key, record = new_key("faults", "", "", datetime.now(UTC))
         store.save({record.key_id: record})

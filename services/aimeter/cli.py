@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -31,9 +32,16 @@ def _bootstrap(settings: Settings) -> str:
     return settings.kafka_bootstrap or f"127.0.0.1:{settings.kafka_port}"
 
 
+def _log_to_stderr() -> None:
+    """Long-running parts log warnings (spooling, retries) and their own info lines with a timestamp."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     from aimeter.gateway.run import run_gateway  # noqa: PLC0415 - keep CLI start fast
 
+    _log_to_stderr()
     _, config = _config(settings, args.config)
     run_gateway(settings, config, _bootstrap(settings))
     return 0
@@ -42,6 +50,7 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_pricer(args: argparse.Namespace, settings: Settings) -> int:
     from aimeter.pricer.run import run_pricer  # noqa: PLC0415
 
+    _log_to_stderr()
     _, config = _config(settings, args.config)
     asyncio.run(run_pricer(settings, config, _bootstrap(settings)))
     return 0

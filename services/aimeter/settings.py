@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     spool_full_policy: Literal["open", "closed"] = Field(
         "open", description="open: keep serving and count dropped events; closed: answer 503 while the spool is full.")
     pricer_group: str = "aimeter-pricer"
+    fault_insert_fail_file: Path | None = Field(
+        None, description="Tests only: while this file exists, the pricer's ClickHouse inserts fail.")
     pricer_batch_max: int = Field(5000, ge=1)
 
     @field_validator("clickhouse_url")

@@ -184,3 +184,21 @@ def wait_caught_up(bootstrap: str, group: str, timeout: float = 60.0) -> None:
         raise AssertionError(f"group {group} did not catch up: committed {committed}, end {ends}")
     finally:
         consumer.close()
+
+
+def test_clickhouse_outage_pauses_and_retries_without_loss(faults, tmp_path):
+    switch = tmp_path / "clickhouse-down"
+    faults.stack.stop_child("pricer")
+    faults.stack.settings = faults.settings.model_copy(update={"fault_insert_fail_file": switch})
+    faults.stack.start_child("pricer")
+    faults.send(100)
+    faults.wait_totals(100)
+    switch.touch()  # every insert now fails
+    faults.send(200)
+    time.sleep(4)
+    assert faults.clickhouse().query(TOTALS_SQL).result_rows[0][0] == 100, "nothing may land during the outage"
+    switch.unlink()
+    assert_exact(faults, 300)
+    log = faults.stack.child("pricer").log_path.read_text()
+    assert "ClickHouse insert of" in log
+    assert "retrying the batch" in log

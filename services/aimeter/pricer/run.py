@@ -32,7 +32,7 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     await asyncio.to_thread(ensure_topics, bootstrap)
     print(f"pricer: prices from {book.version}", flush=True)
     broker, writer = build_pricer(bootstrap, client, book, group=settings.pricer_group,
-                                  batch_max=settings.pricer_batch_max)
+                                  batch_max=settings.pricer_batch_max, fault_file=settings.fault_insert_fail_file)
     query_runner = None
     path = chdb_path(url)
     if path is not None:

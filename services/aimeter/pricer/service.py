@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -43,8 +44,11 @@ def dedup_token(batch: Batch) -> str:
 class BatchWriter:
     """Inserts priced batches; retries with backoff by raising, which makes FastStream redeliver."""
 
-    def __init__(self, client: Client, book: PriceBook, broker: KafkaBroker) -> None:
+    def __init__(self, client: Client, book: PriceBook, broker: KafkaBroker, fault_file: Path | None = None) -> None:
         self.client = client
+        # Test-only switch (AIMETER_FAULT_INSERT_FAIL_FILE): while this file exists every insert fails, so the
+        # fault tests can take the embedded engine "down" and prove the retry path loses and doubles nothing.
+        self.fault_file = fault_file
         self.book = book
         self.broker = broker
         self.failures = 0
@@ -73,6 +77,8 @@ class BatchWriter:
         self.inserted += len(batch.event_rows)
 
     def _insert(self, batch: Batch) -> None:
+        if self.fault_file is not None and self.fault_file.exists():
+            raise ConnectionError(f"ClickHouse made unavailable by the fault switch {self.fault_file}")
         token = dedup_token(batch)
         self.client.insert("usage_events", batch.event_rows, column_names=EVENT_COLUMNS,
                            settings={"insert_deduplication_token": token + ":events"})
@@ -81,10 +87,10 @@ class BatchWriter:
 
 
 def build_pricer(bootstrap: str, client: Client, book: PriceBook, *, group: str,
-                 batch_max: int) -> tuple[KafkaBroker, BatchWriter]:
+                 batch_max: int, fault_file: Path | None = None) -> tuple[KafkaBroker, BatchWriter]:
     """The broker with one batch subscriber on the usage topic, and the writer behind it."""
     broker = KafkaBroker(bootstrap, client_id="aimeter-pricer", logger=log)
-    writer = BatchWriter(client, book, broker)
+    writer = BatchWriter(client, book, broker, fault_file)
 
     @broker.subscriber(USAGE_TOPIC, group_id=group, batch=True, max_records=batch_max,
                        auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR, decoder=raw_values)

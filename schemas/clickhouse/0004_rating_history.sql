@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS usage_cost_versions
 )
 ENGINE = ReplacingMergeTree(priced_at)
 PARTITION BY toYYYYMM(started_at)
+-- Time range first, team for corrections per team, then (event_id, rating_version) so each version is one row.
 ORDER BY (toDate(started_at), team, event_id, rating_version);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_cost_versions_mv TO usage_cost_versions AS
@@ -52,6 +53,7 @@ CREATE TABLE IF NOT EXISTS rating_runs
     price_version String
 )
 ENGINE = ReplacingMergeTree
+-- One row per run, looked up by version; a retried write of the same run collapses.
 ORDER BY rating_version;
 
 -- Every re-rated event: what it was charged (version 0) and what it costs now (latest version).

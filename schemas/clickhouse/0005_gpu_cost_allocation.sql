@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS gpu_cost_periods
     is_deleted UInt8
 )
 ENGINE = ReplacingMergeTree(version, is_deleted)
+-- A period is identified by its backend and start; newer versions of the same period replace older ones.
 ORDER BY (backend, effective_from);
 
 -- For every self-hosted backend and every hour starting in [since, until), the hour's whole GPU cost

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anthropic
 import openai
 
 from aimeter.gateway.keys import KeyFile, new_key
 
 TEAMS = {"search": "ranking", "support": "helpdesk-bot", "research": "evals", "platform": "codegen"}
-MODELS = [("gpt-4o-mini", 5), ("gpt-4o", 2), ("llama-3.1-70b", 3)]
+MODELS = [("gpt-4o-mini", 5), ("gpt-4o", 2), ("claude-haiku-4-5", 2), ("llama-3.1-70b", 3)]
 
 
 @dataclass
@@ -48,9 +49,26 @@ def issue_demo_keys(path: Path) -> dict[str, str]:
     return keys
 
 
+async def _one(clients: tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic], model: str, text: str,
+               headers: dict[str, str], stream: bool) -> None:
+    """One request the way an app would send it: the OpenAI SDK, or the Anthropic SDK for Claude."""
+    oai, claude = clients
+    messages = [{"role": "user", "content": text}]
+    if model.startswith("claude"):
+        reply = await claude.messages.create(model=model, max_tokens=1024, messages=messages,  # type: ignore[arg-type]
+                                             stream=stream, extra_headers=headers)
+    else:
+        reply = await oai.chat.completions.create(model=model, messages=messages,  # type: ignore[arg-type]
+                                                  stream=stream, extra_headers=headers)
+    if stream:
+        async for _ in reply:  # type: ignore[union-attr]
+            pass
+
+
 async def _worker(base_url: str, keys: dict[str, str], stats: DemoStats, deadline: float, seed: int) -> None:
     rng = random.Random(seed)  # noqa: S311 - demo traffic, not security
-    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="set-per-request", max_retries=0)
+    clients = (openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="set-per-request", max_retries=0),
+               anthropic.AsyncAnthropic(base_url=base_url, api_key="set-per-request", max_retries=0))
     models, weights = zip(*MODELS, strict=True)
     try:
         while time.monotonic() < deadline:
@@ -58,26 +76,21 @@ async def _worker(base_url: str, keys: dict[str, str], stats: DemoStats, deadlin
             model = rng.choices(models, weights)[0]
             stream = rng.random() < 0.2
             # The team's own key: attribution comes from it, as for a real app.
-            headers = ({"Authorization": f"Bearer {keys[team]}"} if keys
+            headers = ({"Authorization": f"Bearer {keys[team]}", "x-api-key": keys[team]} if keys
                        else {"X-Aimeter-Team": team, "X-Aimeter-Project": TEAMS[team]})
-            messages = [{"role": "user", "content": f"Summarise ticket {rng.randint(1, 9999)}. {directive(rng)}"}]
+            text = f"Summarise ticket {rng.randint(1, 9999)}. {directive(rng)}"
             stats.sent += 1
             try:
-                if stream:
-                    chunks = await client.chat.completions.create(model=model, messages=messages, stream=True,
-                                                                  extra_headers=headers)
-                    async for _ in chunks:
-                        pass
-                    stats.streamed += 1
-                else:
-                    await client.chat.completions.create(model=model, messages=messages, extra_headers=headers)
+                await _one(clients, model, text, headers, stream)
                 stats.ok += 1
-            except openai.APIError as exc:
+                stats.streamed += stream
+            except (openai.APIError, anthropic.APIError) as exc:
                 stats.errors += 1
                 if len(stats.error_samples) < 3:
                     stats.error_samples.append(f"{model}: {exc}")
     finally:
-        await client.close()
+        await clients[0].close()
+        await clients[1].close()
 
 
 async def run_traffic(base_url: str, keys: dict[str, str], seconds: float, concurrency: int = 8) -> DemoStats:

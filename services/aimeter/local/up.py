@@ -75,7 +75,8 @@ def run_up(settings: Settings, config_path: Path, *, demo: bool, keep_running: b
 def _demo(stack: Stack, seconds: float, keys: dict[str, str]) -> int:
     started = datetime.now(UTC) - timedelta(seconds=1)
     before = wait_for_rows(stack, 0, timeout=1)
-    print(f"demo: sending {seconds:.0f} s of traffic from 4 teams to 3 models through the gateway", flush=True)
+    print(f"demo: sending {seconds:.0f} s of traffic from 4 teams to 4 models (OpenAI, Anthropic and "
+          "self-hosted Llama) through the gateway", flush=True)
     stats = asyncio.run(run_traffic(stack.gateway_url, keys, seconds))
     for sample in stats.error_samples:
         print(f"demo: error sample: {sample}")

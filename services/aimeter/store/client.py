@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import OperationalError
 
 
 def chdb_path(url: str) -> Path | None:
@@ -29,10 +30,12 @@ def get_client(url: str) -> Client:
 
 def report_client(url: str, query_port: int) -> Client:
     """A client for reports. Embedded mode: the process that owns chDB (the pricer) answers on its
-    read-only query endpoint; only when nobody holds the store is the directory opened here."""
+    read-only query endpoint; only when nobody serves it is the directory opened here."""
     if chdb_path(url) is None:
         return get_client(url)
-    try:
-        return clickhouse_connect.get_client(host="127.0.0.1", port=query_port, connect_timeout=2)
-    except OperationalError:  # nobody serves the store: open it here (fails clearly if it is locked)
-        return get_client(url)
+    try:  # a cheap probe first, so a missing endpoint is not logged as a driver error
+        with urllib.request.urlopen(f"http://127.0.0.1:{query_port}/ping", timeout=2):
+            pass
+    except (urllib.error.URLError, OSError):
+        return get_client(url)  # nobody serves the store: open it here (fails clearly if it is locked)
+    return clickhouse_connect.get_client(host="127.0.0.1", port=query_port, connect_timeout=2)

@@ -181,8 +181,8 @@ class Gateway:
             raise Rejected(401, "unknown or revoked gateway API key")
         return record
 
-    async def _parse(self, match: Match, scope: dict[str, Any], receive: Receive, key: KeyRecord | None) -> Request:
-        declared = _headers(scope).get("content-length", "")
+    async def _parse(self, match: Match, headers: dict[str, str], receive: Receive, key: KeyRecord | None) -> Request:
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:  # refuse before reading a byte of it
             raise Rejected(413, f"request body of {declared} bytes exceeds the gateway limit of "
                                 f"{self.max_body_bytes} bytes")
@@ -200,7 +200,7 @@ class Gateway:
         if not isinstance(model, str) or not model:
             raise Rejected(400, "request must name a `model` (a non-empty string)", "model")
         try:
-            attribution = attribution_for(key, _headers(scope), body_user(parsed))
+            attribution = attribution_for(key, headers, body_user(parsed))
         except AttributionError as exc:
             raise Rejected(400, str(exc), exc.header) from None
         return Request(body, parsed, model, attribution)
@@ -222,7 +222,7 @@ class Gateway:
         headers = _headers(scope)
         query = scope.get("query_string", b"").decode("latin-1")
         key = self._authenticate(headers, query)
-        request = await self._parse(match, scope, receive, key)
+        request = await self._parse(match, headers, receive, key)
         name, backend, route = self._route(match, request.model)
         spec = match.spec
         stream = spec.is_stream(request.json, match.method)

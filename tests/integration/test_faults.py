@@ -8,6 +8,9 @@ and 100 completion tokens = (1000 x $0.15 + 100 x $0.60) / 1M = $0.00021.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -24,7 +27,7 @@ from confluent_kafka import Consumer, TopicPartition
 from aimeter.events import USAGE_TOPIC
 from aimeter.gateway.keys import KeyFile, new_key
 from aimeter.local.kafka import LocalKafka, free_port
-from aimeter.local.stack import Stack
+from aimeter.local.stack import Stack, settings_env
 from aimeter.settings import Settings
 from tests.integration.conftest import CONFIG
 
@@ -202,3 +205,31 @@ def test_clickhouse_outage_pauses_and_retries_without_loss(faults, tmp_path):
     log = faults.stack.child("pricer").log_path.read_text()
     assert "ClickHouse insert of" in log
     assert "retrying the batch" in log
+
+
+def test_reconcile_matches_after_an_outage_and_catches_a_gap(faults):
+    faults.send(120)
+    faults.kafka.stop()
+    faults.send(80)
+    faults.kafka.start()
+    assert_exact(faults, 200)
+    env = {**settings_env(faults.settings), "PATH": "/usr/bin:/bin"}
+    reconcile = [sys.executable, "-m", "aimeter", "reconcile", "--since", "2h"]
+    deadline = time.monotonic() + 10
+    while True:  # the gateway persists its counts every second
+        ok = subprocess.run(reconcile, env=env, capture_output=True, text=True, timeout=60, check=False)
+        if ok.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert " 200 " in ok.stdout
+
+    faults.stack.stop_child("gateway")  # its counts file is final now; claim one more event than was sent
+    counts_file = next((faults.settings.data_dir / "counts").glob("*.json"))
+    counts = json.loads(counts_file.read_text())
+    hour = max(counts)
+    counts[hour] += 1
+    counts_file.write_text(json.dumps(counts))
+    gap = subprocess.run(reconcile, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert gap.returncode == 1
+    assert "GAP" in gap.stdout

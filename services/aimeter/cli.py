@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aimeter import keys_cli, reconcile
+from aimeter import chargeback, demo_cli, keys_cli, reconcile
 from aimeter.config import ConfigError, GatewayConfig, load_config
+from aimeter.grafana import cli as grafana_cli
 from aimeter.report import parse_when, render
 from aimeter.settings import Settings, SettingsError, load_settings
 
@@ -198,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     reprice.set_defaults(func=cmd_reprice)
     keys_cli.register(sub)
     reconcile.register(sub)
+    chargeback.register(sub)
+    grafana_cli.register(sub)
+    demo_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,24 @@
+# The aimeter image: one image for the gateway, the pricer, the fake upstream and the demo traffic
+# (docker-compose.yml runs each as `aimeter <command>`, the same commands as local mode).
+FROM python:3.11.13-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    AIMETER_DATA_DIR=/var/lib/aimeter
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY services ./services
+COPY schemas ./schemas
+COPY examples ./examples
+COPY dashboards ./dashboards
+# Editable, as in local mode: migrations, price overrides and dashboards are read from /app at run time.
+RUN pip install -e . \
+ && useradd --system --uid 10001 --home-dir /var/lib/aimeter aimeter \
+ && mkdir -p /var/lib/aimeter /var/lib/aimeter-keys \
+ && chown aimeter:aimeter /var/lib/aimeter /var/lib/aimeter-keys
+
+USER aimeter
+CMD ["aimeter", "--help"]

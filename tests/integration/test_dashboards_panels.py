@@ -1,0 +1,160 @@
+"""Every dashboard panel's SQL, expanded as Grafana and the ClickHouse plugin expand it, run on the real
+engine (chDB) over the known February 2027 usage of tests/integration/dashboards_seed.py."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from aimeter.grafana.build import load_dashboards
+from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
+from tests.integration.dashboards_seed import EXPECTED_BY_TEAM, SINCE, UNTIL, seed
+
+pytestmark = pytest.mark.integration
+D = Decimal
+DASHBOARDS = {d["uid"]: d for d in load_dashboards()}
+MONTH_END = UNTIL - timedelta(milliseconds=1)  # Grafana's "whole month" ends on its last millisecond
+OPS_FROM = datetime(2027, 2, 3, 9, tzinfo=SINCE.tzinfo)
+OPS_TO = OPS_FROM + timedelta(hours=2) - timedelta(milliseconds=1)
+H9, H10 = datetime(2027, 2, 3, 9), datetime(2027, 2, 3, 10)  # noqa: DTZ001 - ClickHouse hands UTC back naive
+
+
+@pytest.fixture(scope="module")
+def store(metering_store):
+    seed(metering_store)
+    return metering_store
+
+
+def context(dashboard: dict, time_from: datetime = SINCE, time_to: datetime = MONTH_END,
+            interval: timedelta = timedelta(days=1), **chosen: Any) -> QueryContext:
+    """The dashboard's variables at their defaults (All; group_by = team) unless ``chosen``."""
+    variables = {}
+    for v in dashboard["templating"]["list"]:
+        default = ALL if v.get("includeAll") else v["current"]["value"]
+        variables[v["name"]] = Variable(v["name"], chosen.get(v["name"], default))
+    return QueryContext(time_from, time_to, interval, variables)
+
+
+def panel_sql(uid: str, title: str) -> str:
+    return next(p for p in DASHBOARDS[uid]["panels"] if p["title"] == title)["targets"][0]["rawSql"]
+
+
+def run(client, uid: str, title: str, **kwargs: Any) -> list[tuple]:
+    sql = expand(panel_sql(uid, title), context(DASHBOARDS[uid], **kwargs))
+    assert "$" not in sql.replace("$$", ""), sql  # every macro and variable was expanded
+    return client.query(sql).result_rows
+
+
+def feb(day: int) -> datetime:
+    return datetime(2027, 2, day)  # noqa: DTZ001 - as ClickHouse returns it
+
+
+SPEND = "aimeter-spend"
+EXPECTED: dict[tuple[str, str], list[tuple]] = {
+    (SPEND, "Total spend"): [(D("13.075"), D("8.575"))],
+    (SPEND, "Proprietary vs self-hosted"): [("proprietary", D("5.875")), ("self_hosted", D("7.20"))],
+    (SPEND, "Cache-read savings"): [(D("0.625"),)],  # E1: 500k cached at $2.50 per 1M, minus the $0.625 paid
+    (SPEND, "Unpriced requests"): [(3,)],
+    (SPEND, "Spend over time by team"): [
+        (feb(3), "alpha", D("4.375")), (feb(3), "beta", D(0)), (feb(10), "alpha", D("1.80")),
+        (feb(10), "beta", D("0.90")), (feb(10), "idle", D("4.50")), (feb(15), "beta", D("0.75")),
+        (feb(20), "beta", D(0)), (feb(28), "alpha", D("0.75"))],
+    (SPEND, "Spend over time by model"): [
+        (feb(3), "gpt-4o", D("4.375")), (feb(3), "mystery-dash", D(0)), (feb(10), "idle", D("4.50")),
+        (feb(10), "llama-dash", D("2.70")), (feb(15), "gpt-4o-mini", D("0.75")), (feb(20), "mystery-dash", D(0)),
+        (feb(28), "gpt-4o-mini", D("0.75"))],
+    (SPEND, "Spend over time by backend"): [
+        (feb(3), "openai-dash", D("4.375")), (feb(10), "gpu-dash", D("7.20")), (feb(15), "openai-dash", D("0.75")),
+        (feb(20), "openai-dash", D(0)), (feb(28), "openai-dash", D("0.75"))],
+    # E1 $4.375 / 1.25M tokens; the GPU's $2.70 / 2.7M; E2 + E6 $1.50 / 4M. Unpriced requests are left out.
+    (SPEND, "$ per 1M tokens by model"): [("gpt-4o", D("3.5"), 1_250_000), ("llama-dash", D(1), 2_700_000),
+                                          ("gpt-4o-mini", D("0.375"), 4_000_000)],
+    (SPEND, "Top virtual keys"): [("k-a1", "alpha", 4, D("6.175"), 1), ("k-b1", "beta", 5, D("1.65"), 2),
+                                  ("k-a2", "alpha", 1, D("0.75"), 0)],
+    (SPEND, "Top users"): [("u1", "alpha", 5, D("6.925"), 1), ("u2", "beta", 5, D("1.65"), 2)],
+    (SPEND, "Self-hosted savings vs reference"): [("gpu-dash", D("11.25"), D("7.20"), D("4.05"))],
+    (SPEND, "Unpriced requests by model"): [("mystery-dash", "openai-dash", 3)],
+    ("aimeter-chargeback", "Total for the period"): [(10, D("8.575"), D("13.075"), D("7.20"), D("4.05"), 3)],
+    ("aimeter-chargeback", "Chargeback by month"): [
+        (date(2027, 2, 1), team, *EXPECTED_BY_TEAM[team].values()) for team in ("alpha", "idle", "beta")],
+    ("aimeter-chargeback", "Idle self-hosted capacity"): [(date(2027, 2, 1), "gpu-dash", D("4.50"), D("7.20"))],
+}
+OPS = "aimeter-gateway-ops"
+# Feb 3 09:00-11:00, hourly: 09h E1 (ok, 2 s), E8 (upstream_error), E9 (stream, ok, 1 s, first token at 300 ms);
+# 10h E10 (stream, ok, 3 s, first token at 700 ms), E11 (timeout). Quantiles interpolate linearly.
+OPS_EXPECTED: dict[str, list[tuple]] = {
+    "Requests/s": [(H9, pytest.approx(3 / 3600)), (H10, pytest.approx(2 / 3600))],
+    "Error rate by status": [(H9, "upstream_error", pytest.approx(1 / 3)), (H10, "timeout", 0.5)],
+    "Latency p50 / p95 / p99": [(H9, 1500, 1950, 1990), (H10, 3000, 3000, 3000)],
+    "Time to first token (streams)": [(H9, 300, 300, 300), (H10, 700, 700, 700)],
+    "Tokens/s": [(H9, pytest.approx(1_001_000 / 3600), pytest.approx(250_500 / 3600)),
+                 (H10, pytest.approx(2000 / 3600), pytest.approx(1000 / 3600))],
+    # ended_at -> ingested_at: 1.5, 0.5, 2.5 s in the 9h bucket; 1.0 and 0.5 s in the 10h one.
+    "Pipeline lag": [(H9, 1.5, pytest.approx(2.4), 2.5), (H10, 0.75, pytest.approx(0.975), 1.0)],
+    "Attempts by status": [("ok", 200, 3), ("timeout", 504, 1), ("upstream_error", 500, 1)],
+}
+
+
+def test_every_panel_has_an_expectation():
+    titles = {(uid, p["title"]) for uid, d in DASHBOARDS.items() for p in d["panels"]}
+    assert titles == set(EXPECTED) | {(OPS, t) for t in OPS_EXPECTED}
+
+
+@pytest.mark.parametrize(("uid", "title"), list(EXPECTED), ids=lambda x: x)
+def test_spend_and_chargeback_panels_over_the_month(store, uid, title):
+    assert run(store, uid, title) == EXPECTED[uid, title]
+
+
+@pytest.mark.parametrize("title", list(OPS_EXPECTED))
+def test_gateway_operations_panels(store, title):
+    rows = run(store, OPS, title, time_from=OPS_FROM, time_to=OPS_TO, interval=timedelta(hours=1))
+    assert rows == OPS_EXPECTED[title]
+
+
+@pytest.mark.parametrize(("chosen", "loaded", "marginal"), [
+    ({"team": ("alpha",)}, D("6.925"), D("6.925")),  # idle GPU hours are nobody's team
+    ({"team": ("alpha", "beta")}, D("8.575"), D("8.575")),
+    ({"team": ("idle",)}, D("4.50"), None),
+    ({"deployment": ("self_hosted",)}, D("7.20"), D("2.70")),
+    ({"model": ("llama-dash",)}, D("2.70"), D("2.70")),
+    ({"backend": ("openai-dash",), "project": ("proj-c",)}, D("0.75"), D("0.75")),
+])
+def test_the_variables_filter_every_part(store, chosen, loaded, marginal):
+    assert run(store, SPEND, "Total spend", **chosen) == [(loaded, marginal)]
+
+
+def test_the_chargeback_table_groups_by_the_chosen_dimension(store):
+    rows = run(store, "aimeter-chargeback", "Chargeback by month", group_by="project")
+    assert [(r[1], r[9]) for r in rows] == [("proj-a", D("6.175")), ("idle", D("4.50")), ("proj-b", D("1.65")),
+                                            ("proj-c", D("0.75"))]
+
+
+def test_a_range_cut_mid_month_counts_only_what_it_covers(store):
+    rows = run(store, SPEND, "Total spend", time_from=datetime(2027, 2, 10, 10, 40, tzinfo=SINCE.tzinfo),
+               time_to=datetime(2027, 2, 15, 12, 0, 0, 1000, tzinfo=SINCE.tzinfo))
+    # E4 ($0.90 marginal) and E2 ($0.75) are in range; the GPU hours are billed whole (10:00 and 11:00).
+    assert rows == [(D("0.75") + D("7.20"), D("0.90") + D("0.75"))]
+
+
+def test_the_seconds_macro_would_lose_the_last_second_of_the_month(store):
+    """Why money panels use $__timeFilter_ms: E6 happened at 23:59:59.500 on the last day."""
+    ctx = context(DASHBOARDS[SPEND])
+    count = "SELECT count() FROM usage_costs FINAL WHERE {}"
+    seconds = store.command(expand(count.format("$__timeFilter(started_at)"), ctx))
+    millis = store.command(expand(count.format("$__timeFilter_ms(started_at)"), ctx))
+    assert (seconds, millis) == (9, 10)
+
+
+@pytest.mark.parametrize(("name", "values"), [
+    ("team", ["alpha", "beta", "idle"]), ("project", ["idle", "proj-a", "proj-b", "proj-c"]),
+    ("backend", ["gpu-dash", "openai-dash"]), ("model", ["gpt-4o", "gpt-4o-mini", "idle", "llama-dash",
+                                                         "mystery-dash"]),
+])
+def test_variable_choices_come_from_the_range(store, name, values):
+    dashboard = DASHBOARDS[SPEND]
+    variable = next(v for v in dashboard["templating"]["list"] if v["name"] == name)
+    rows = store.query(expand(variable["query"]["rawSql"], context(dashboard))).result_rows
+    assert [r[0] for r in rows] == values

@@ -1,0 +1,8 @@
+# Benchmarks (see benchmarks/README.md). Tests and the stack have their own scripts: scripts/test, scripts/aimeter.
+.PHONY: bench bench-smoke
+
+bench:  ## full run (~25 min): writes benchmarks/results/{results.json,results.md,chart.png}
+	BENCH_COMMAND="make bench" benchmarks/run.sh
+
+bench-smoke:  ## <1 min, tiny counts, results in a temp dir (what CI runs through the smoke test)
+	BENCH_COMMAND="make bench-smoke" benchmarks/run.sh --smoke

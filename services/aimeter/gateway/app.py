@@ -17,10 +17,10 @@ from urllib.parse import parse_qs
 from uuid import UUID
 
 import orjson
-from uuid6 import uuid7
 
 from aimeter.config import Backend, GatewayConfig, ModelRoute, resolve_credential
 from aimeter.events import Attribution, UsageEvent
+from aimeter.events.ids import new_event_id
 from aimeter.gateway.apis import Match, match_route
 from aimeter.gateway.attribution import AttributionError, attribution_for
 from aimeter.gateway.errors import openai_error
@@ -228,7 +228,7 @@ class Gateway:
         stream = spec.is_stream(request.json, match.method)
         rewrite = None if spec.model_in_path else route.upstream_model
         body, injected = prepare_body(request.body, request.json, rewrite, spec.inject_usage)
-        event_id = uuid7()
+        event_id = new_event_id()
         call = Call(spec, upstream_target(backend, match, route.upstream_model or request.model, query), body,
                     upstream_headers(backend, self._credentials[name], headers), stream, injected, str(event_id))
         outcome = await self.forwarder.forward(call, send, receive)

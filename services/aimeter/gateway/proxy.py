@@ -89,15 +89,11 @@ def prepare_body(
 
 
 def parse_whole(spec: ApiSpec, data: bytes) -> Extracted:
-    """Usage from a complete body. A JSON array (Gemini's non-SSE stream) is read element by element."""
+    """Usage from a complete body; each API's ``from_body`` knows its own shapes (Gemini's JSON-array stream too)."""
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
         return Extracted(TokenUsage(), UsageSource.NONE, problem="upstream body is not JSON")
-    if isinstance(parsed, list):
-        found = [spec.from_body(item) for item in parsed]
-        reported = [e for e in found if e.source is UsageSource.REPORTED]
-        return reported[-1] if reported else Extracted(TokenUsage(), UsageSource.NONE, problem="no usage in any item")
     return spec.from_body(parsed)
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from uuid6 import uuid7
 
 from aimeter.events import (
     USAGE_TOPIC,
@@ -35,6 +34,7 @@ from aimeter.events import (
     UsageSource,
     cloudevent_headers,
 )
+from aimeter.events.ids import new_event_id
 from aimeter.gateway.publisher import encode_event
 from aimeter.local.kafka import free_port
 from benchmarks import httpload
@@ -57,7 +57,7 @@ def _template(i: int) -> bytes:
     """A valid event as the gateway would encode it; ids are swapped per message below."""
     now = datetime.now(UTC)
     event = UsageEvent(
-        event_id=uuid7(), gateway_id="bench-preload", started_at=now, first_token_at=None, ended_at=now,
+        event_id=new_event_id(), gateway_id="bench-preload", started_at=now, first_token_at=None, ended_at=now,
         api="openai.chat", backend="openai", provider="openai", deployment=Deployment.PROPRIETARY,
         model_requested=MODEL, model_served=f"{MODEL}-2024-07-18", stream=bool(i % 2), status=Status.OK,
         http_status=200, usage_source=UsageSource.REPORTED,
@@ -77,7 +77,7 @@ def preload(bootstrap: str, count: int) -> float:
     for n in range(count):
         raw = templates[n % len(templates)]
         old_id = raw[raw.index(b'"event_id":"') + 12:][:36]
-        event_id = str(uuid7())
+        event_id = str(new_event_id())
         payload = raw.replace(old_id, event_id.encode())
         while True:
             try:

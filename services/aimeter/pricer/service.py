@@ -9,7 +9,6 @@ redelivered after a backoff; duplicates collapse on ``event_id``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,8 @@ from faststream.message import StreamMessage
 
 from aimeter.events import DLQ_TOPIC, USAGE_TOPIC
 from aimeter.pricer.core import PriceBook
-from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, Batch, build_batch
+from aimeter.pricer.rows import Batch, build_batch
+from aimeter.pricer.write import insert_batch
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
@@ -31,14 +31,6 @@ MAX_BACKOFF_S = 30.0
 async def raw_values(message: StreamMessage[Any]) -> Any:
     """Skip FastStream's JSON decoding: one malformed message must become poison, not fail the whole batch."""
     return message.body
-
-
-def dedup_token(batch: Batch) -> str:
-    """Same events -> same token, so ClickHouse skips a retried insert it already applied."""
-    digest = hashlib.sha256()
-    for row in batch.event_rows:
-        digest.update(row[0].bytes)
-    return digest.hexdigest()
 
 
 class BatchWriter:
@@ -79,11 +71,7 @@ class BatchWriter:
     def _insert(self, batch: Batch) -> None:
         if self.fault_file is not None and self.fault_file.exists():
             raise ConnectionError(f"ClickHouse made unavailable by the fault switch {self.fault_file}")
-        token = dedup_token(batch)
-        self.client.insert("usage_events", batch.event_rows, column_names=EVENT_COLUMNS,
-                           settings={"insert_deduplication_token": token + ":events"})
-        self.client.insert("usage_costs", batch.cost_rows, column_names=COST_COLUMNS,
-                           settings={"insert_deduplication_token": token + ":costs"})
+        insert_batch(self.client, batch)
 
 
 def build_pricer(bootstrap: str, client: Client, book: PriceBook, *, group: str,

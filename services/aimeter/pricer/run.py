@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
+from confluent_kafka import Consumer
+
 from aimeter.config import GatewayConfig
 from aimeter.kafka_admin import ensure_topics
+from aimeter.pricer.consumer import ConsumerLoop, consumer_config
 from aimeter.pricer.gpu_periods import sync_gpu_periods
 from aimeter.pricer.overrides_load import load_price_book
-from aimeter.pricer.service import build_pricer
+from aimeter.pricer.service import BatchWriter, DeadLetters
 from aimeter.settings import Settings
 from aimeter.store.client import chdb_path, get_client
 from aimeter.store.migrations import migrate
@@ -31,8 +35,11 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
         log.info("wrote %d GPU cost period rows from the config", written)
     await asyncio.to_thread(ensure_topics, bootstrap)
     print(f"pricer: prices from {book.version}", flush=True)
-    broker, writer = build_pricer(bootstrap, client, book, group=settings.pricer_group,
-                                  batch_max=settings.pricer_batch_max, fault_file=settings.fault_insert_fail_file)
+    dead_letters = DeadLetters(bootstrap)
+    writer = BatchWriter(client, book, dead_letters.send, settings.fault_insert_fail_file)
+    consumer = ConsumerLoop(lambda: Consumer(consumer_config(bootstrap, settings.pricer_group)), writer.write,
+                            batch_max=settings.pricer_batch_max)
+    consumer.subscribe()
     query_runner = None
     path = chdb_path(url)
     if path is not None:
@@ -44,12 +51,21 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await broker.start()
+    # The loop blocks in librdkafka and in ClickHouse inserts: its own thread, off the query server's event loop.
+    consuming = asyncio.ensure_future(asyncio.to_thread(consumer.run))
     print(f"pricer: consuming from {bootstrap} into {url.split('?')[0]}", flush=True)
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({consuming, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        await broker.stop()
-        if query_runner is not None:
-            await query_runner.cleanup()
-        log.info("pricer stopped after inserting %d events", writer.inserted)
+        consumer.stop()
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopping
+        try:
+            await consuming  # a fatal Kafka error surfaces here and ends the process non-zero
+        finally:
+            dead_letters.close()
+            if query_runner is not None:
+                await query_runner.cleanup()
+            log.info("pricer stopped after inserting %d events", writer.inserted)

@@ -74,7 +74,8 @@ def test_a_failed_write_redelivers_the_batch_and_commits_nothing_before(kafka_bo
         got = run_until(loop, rec, prefix, 120)
     finally:
         loop.consumer.close()
-    assert loop.failures == 0 and rec.calls > 2
+    assert loop.failures == 0
+    assert rec.calls > 2
     assert sorted(got) == sorted(sent), "every message exactly once after two failed writes"
 
 
@@ -111,7 +112,8 @@ def test_a_consumer_that_never_rejoins_is_replaced_and_resumes_where_it_committe
         got = run_until(loop, rec, prefix + "-b", 30)
     finally:
         loop.consumer.close()
-    assert loop.replaced == 1 and loop.consumer is not stuck
+    assert loop.replaced == 1
+    assert loop.consumer is not stuck
     assert loop.lost_at is None, "the replacement was assigned the partitions"
     assert sorted(got) == sorted(second)
     assert sorted(v for v in rec.written if v.startswith((prefix + "-a").encode())) == sorted(first), "no re-read"

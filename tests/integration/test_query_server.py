@@ -29,10 +29,10 @@ import pytest_asyncio
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from aimeter.store.query_request import QueryRequest
 from aimeter.store.query_server import ChdbQueryEngine, serve_queries
 from aimeter.store.readonly import (
     NotAReadStatementError,
-    QueryRequest,
     ReadOnlyViolationError,
     SqlRejectedError,
     SqlSyntaxError,

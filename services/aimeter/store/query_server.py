@@ -31,20 +31,22 @@ import chdb
 from aiohttp import web
 from chdb.state.sqlitelike import Connection
 
-from aimeter.store.readonly import (
-    ALWAYS_DENIED_FUNCTIONS,
+from aimeter.store.query_request import (
     DEFAULT_LIMITS,
-    SYNTAX_ERROR_CODE,
     BadRequestError,
-    NotAReadStatementError,
     QueryRequest,
-    ReadOnlyViolationError,
-    SqlRejectedError,
     build_request,
-    denied_functions,
     quote_identifier,
     quote_string,
     set_statement,
+)
+from aimeter.store.readonly import (
+    ALWAYS_DENIED_FUNCTIONS,
+    SYNTAX_ERROR_CODE,
+    NotAReadStatementError,
+    ReadOnlyViolationError,
+    SqlRejectedError,
+    denied_functions,
 )
 
 _T = TypeVar("_T")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from aimeter.local.kafka import KafkaSetupError, LocalKafka, ensure_jars, free_port
+from aimeter.local.kafka import LocalKafka, free_port
+from aimeter.local.kafka_jars import KafkaSetupError, ensure_jars
 
 pytestmark = pytest.mark.integration
 

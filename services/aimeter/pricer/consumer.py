@@ -169,7 +169,7 @@ class ConsumerLoop:
         now = time.monotonic()
         if now - self._progress_at >= PROGRESS_EVERY_S:
             rate = self._progress_count / (now - self._progress_at)
-            log.info("pricer: %d events inserted in total, %.0f events/s over the last %.0f s",
+            log.info("%d events inserted in total, %.0f events/s over the last %.0f s",
                      self.inserted, rate, now - self._progress_at)
             self._progress_at, self._progress_count = now, 0
 

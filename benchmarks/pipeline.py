@@ -53,13 +53,23 @@ def ch_query(port: int, sql: str, timeout: float = 10.0) -> str:
         return resp.read().decode()
 
 
+# A mix of providers and models, so the ingest rate is not the best case of one cached price card.
+PRELOAD_MODELS = (
+    ("openai.chat", "openai", "openai", MODEL, f"{MODEL}-2024-07-18"),
+    ("openai.chat", "openai", "openai", "gpt-4o", "gpt-4o-2024-08-06"),
+    ("anthropic.messages", "anthropic", "anthropic", "claude-haiku-4-5", "claude-haiku-4-5-20251001"),
+    ("gemini.generate_content", "gemini", "google", "gemini-2.5-flash", "gemini-2.5-flash"),
+)
+
+
 def _template(i: int) -> bytes:
     """A valid event as the gateway would encode it; ids are swapped per message below."""
     now = datetime.now(UTC)
+    api, backend, provider, model, served = PRELOAD_MODELS[i % len(PRELOAD_MODELS)]
     event = UsageEvent(
         event_id=new_event_id(), gateway_id="bench-preload", started_at=now, first_token_at=None, ended_at=now,
-        api="openai.chat", backend="openai", provider="openai", deployment=Deployment.PROPRIETARY,
-        model_requested=MODEL, model_served=f"{MODEL}-2024-07-18", stream=bool(i % 2), status=Status.OK,
+        api=api, backend=backend, provider=provider, deployment=Deployment.PROPRIETARY,
+        model_requested=model, model_served=served, stream=bool(i % 2), status=Status.OK,
         http_status=200, usage_source=UsageSource.REPORTED,
         usage=TokenUsage(input_tokens=1200 + i, cache_read_input_tokens=200, output_tokens=300 + i),
         attribution=Attribution(team=f"{PRELOAD_TEAM}-{i}", project="load", api_key_id=f"benchkey{i:02d}"),
@@ -71,7 +81,7 @@ def preload(bootstrap: str, count: int) -> float:
     """Produce ``count`` distinct valid events with CloudEvents headers; returns the seconds it took."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
                          "queue.buffering.max.messages": 500_000, "batch.num.messages": 10_000})
-    templates = [_template(i) for i in range(8)]
+    templates = [_template(i) for i in range(16)]
     stamp = datetime.now(UTC).isoformat()
     start = time.perf_counter()
     for n in range(count):

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     pricer_group: str = "aimeter-pricer"
     fault_insert_fail_file: Path | None = Field(
         None, description="Tests only: while this file exists, the pricer's ClickHouse inserts fail.")
-    pricer_batch_max: int = Field(5000, ge=1)
+    pricer_batch_max: int = Field(
+        20_000, ge=1, description="Most events per poll and insert; bigger batches: fewer, cheaper parts.")
 
     @field_validator("clickhouse_url")
     @classmethod

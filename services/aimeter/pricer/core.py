@@ -16,13 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from aimeter.config import Backend, GatewayConfig
 from aimeter.events import Deployment, TokenUsage, UsageEvent
 from aimeter.pricer import gpu as gpu_pricing
 from aimeter.pricer.listprice import GENAI_PRICES_VERSION, list_price
 from aimeter.pricer.overrides import EMPTY, Overrides
-from aimeter.pricer.rates import Components, RateCard, apply_card, money
+from aimeter.pricer.rates import Components, RateCard, UsageCounts, apply_card, money
 
 PRICED = "priced"
 UNPRICED = "unpriced"
@@ -72,9 +73,30 @@ class Adjusted:
     note: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A model's rates at one moment with discounts applied: a price, less the usage it is applied to."""
+
+    quote: Quote
+    adjusted: Adjusted
+
+    @property
+    def card(self) -> RateCard:
+        return self.adjusted.card
+
+    def source(self, tier: int | None) -> str:
+        """The row's price_source: where the rates came from, the long-context tier used, the discounts."""
+        return " ".join([self.quote.source, *([] if tier is None else [f"tier>{tier}"]), *self.adjusted.labels])
+
+
 def is_batch(event: UsageEvent) -> bool:
     """Batch-API traffic: an ``api`` ending in ``.batch``, or the attribution tag ``batch=true``."""
-    return event.api.endswith(".batch") or event.attribution.tags.get("batch", "").lower() == "true"
+    return batch_traffic(event.api, event.attribution.tags.get("batch"))
+
+
+def batch_traffic(api: str, batch_tag: str | None) -> bool:
+    """:func:`is_batch` from the two values it reads (the pricer's tariff memo is keyed by them)."""
+    return api.endswith(".batch") or (batch_tag or "").lower() == "true"
 
 
 class PriceBook:
@@ -84,23 +106,39 @@ class PriceBook:
         self.config = config
         self.overrides = overrides
         self.version = "; ".join(v for v in (GENAI_PRICES_VERSION, overrides.label) if v)
+        # Memos derived from this (immutable) book, e.g. the pricer's tariffs (aimeter.pricer.tariff).
+        self.memo: dict[str, Any] = {}
 
     def price(self, event: UsageEvent) -> Priced:
         backend = self.config.backends.get(event.backend)
         if event.deployment is Deployment.SELF_HOSTED:
             return self._self_hosted(event, backend)
-        route = self.config.models.get(event.model_requested)
-        upstream = route.upstream_model if route else None
-        names = tuple(dict.fromkeys(m for m in (event.model_served, upstream, event.model_requested) if m))
+        names = self.model_names(event.model_requested, event.model_served)
         return self.price_tokens(event.usage, event.provider, names, event.started_at, batch=is_batch(event))
+
+    def model_names(self, requested: str, served: str) -> tuple[str, ...]:
+        """Names to look a price up by, best first: what was served, the configured upstream name, the request."""
+        route = self.config.models.get(requested)
+        upstream = route.upstream_model if route else None
+        return tuple(dict.fromkeys(m for m in (served, upstream, requested) if m))
 
     def price_tokens(self, usage: TokenUsage, provider: str, names: tuple[str, ...], at: datetime, *,
                      batch: bool = False) -> Priced:
         """Price ``usage`` on the first of ``names`` anyone has a price for, as of ``at``."""
+        found = self.resolve(provider, names, at, batch=batch)
+        return found if isinstance(found, Priced) else self.charge(usage, found)
+
+    def resolve(self, provider: str, names: tuple[str, ...], at: datetime, *, batch: bool = False) -> Resolved | Priced:
+        """Everything about a price that does not depend on the usage: the rates in force at ``at``, discounts
+        applied, and what to call them; or the unpriced row when nobody prices any of ``names``.
+
+        Split from :meth:`charge` so the pricer can resolve once per model and minute and reuse it for
+        thousands of events (:mod:`aimeter.pricer.tariff`); the result is the same as resolving per event.
+        """
         for name in names:
             quote = self._quote(provider, name, at, batch)
             if quote is not None:
-                return self._charge(usage, quote, provider, at, batch)
+                return Resolved(quote, self._adjust(quote, provider, at, batch))
         tried = " or ".join(names) or "<no model>"
         return self._unpriced("none", f"no price for {provider}/{tried} in genai-prices or the price overrides")
 
@@ -140,19 +178,22 @@ class PriceBook:
         card = quote.card if factor == 1 else quote.card.scaled(factor)
         return Adjusted(card, labels, note)
 
-    def _charge(self, usage: TokenUsage, quote: Quote, provider: str, at: datetime, batch: bool) -> Priced:
-        adjusted = self._adjust(quote, provider, at, batch)
-        costed = apply_card(usage, adjusted.card)
-        tier = [] if costed.tier is None else [f"tier>{costed.tier}"]
-        source = " ".join([quote.source, *tier, *adjusted.labels])
-        if costed.missing:
-            return self._unpriced(source, f"{quote.source} has no rate for {', '.join(costed.missing)} tokens")
-        components = costed.components
-        return Priced(components.total, components, None, PRICED, source, self.version, quote.basis, adjusted.note)
+    def charge(self, usage: UsageCounts, resolved: Resolved) -> Priced:
+        costed = apply_card(usage, resolved.card)
+        return self.charged(resolved, costed.components, costed.tier, costed.missing)
+
+    def charged(self, resolved: Resolved, components: Components, tier: int | None,
+                missing: tuple[str, ...]) -> Priced:
+        """The row for a costed usage: priced, or unpriced when a class with tokens has no rate."""
+        source = resolved.source(tier)
+        if missing:
+            return self._unpriced(source, f"{resolved.quote.source} has no rate for {', '.join(missing)} tokens")
+        return Priced(components.total, components, None, PRICED, source, self.version, resolved.quote.basis,
+                      resolved.adjusted.note)
 
     def _self_hosted(self, event: UsageEvent, backend: Backend | None) -> Priced:
         if backend is None or not backend.gpu_periods:
-            return self._unpriced("gpu", f"self-hosted backend {event.backend!r} has no GPU cost in the config")
+            return self.no_gpu_cost(event.backend)
         period = backend.gpu_at(event.started_at)
         if period is None:
             when = f"{event.started_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -170,6 +211,9 @@ class PriceBook:
             reference = self.price_tokens(event.usage, ref.provider, (ref.model,), event.started_at).cost_usd
         return Priced(components.total, components, reference, PRICED, gpu_pricing.describe(period, basis),
                       self.version, basis)
+
+    def no_gpu_cost(self, backend: str) -> Priced:
+        return self._unpriced("gpu", f"self-hosted backend {backend!r} has no GPU cost in the config")
 
     def _unpriced(self, source: str, note: str) -> Priced:
         return Priced(None, None, None, UNPRICED, source, self.version, "", note)

@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
-
-from aimeter.events import TokenUsage
+from typing import Protocol
 
 # ClickHouse stores Decimal(38, 12); rounding here, once, keeps Python and SQL totals identical.
 QUANTUM = Decimal("0.000000000001")
@@ -27,7 +26,8 @@ PER_THOUSAND = Decimal(1000)
 INPUT_CLASSES = ("input_text", "cache_read", "cache_write_5m", "cache_write_1h", "input_audio", "input_image")
 OUTPUT_CLASSES = ("output_text", "reasoning", "output_audio", "output_image")
 # ``other``: per-request fees, and GPU time that no token can carry (a self-hosted call with no tokens).
-CLASSES = (*INPUT_CLASSES, *OUTPUT_CLASSES, "other")
+TOKEN_CLASSES = (*INPUT_CLASSES, *OUTPUT_CLASSES)
+CLASSES = (*TOKEN_CLASSES, "other")
 
 # Rate keys (USD per 1M tokens) and, per class, the keys tried in order: a class with no rate of
 # its own is charged like the class it is part of (a 1h cache write with no 1h price is a cache write).
@@ -110,32 +110,54 @@ class Components:
         return [self[c] for c in CLASSES]
 
 
-def class_counts(usage: TokenUsage) -> dict[str, int]:
+class UsageCounts(Protocol):
+    """What pricing reads from a usage: a :class:`TokenUsage`, or its twin decoded by the pricer's fast path."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def cache_read_input_tokens(self) -> int: ...
+    @property
+    def cache_creation_input_tokens(self) -> int: ...
+    @property
+    def cache_creation_1h_input_tokens(self) -> int: ...
+    @property
+    def input_audio_tokens(self) -> int: ...
+    @property
+    def input_image_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def reasoning_output_tokens(self) -> int: ...
+    @property
+    def output_audio_tokens(self) -> int: ...
+    @property
+    def output_image_tokens(self) -> int: ...
+
+
+def class_count_tuple(usage: UsageCounts) -> tuple[int, ...]:
     """Split the normalized usage into disjoint classes that add up to input + output tokens.
 
+    Counts are in :data:`TOKEN_CLASSES` order (a tuple: the pricer computes this for every event).
     Cache reads and writes are subsets of the prompt (OTel semantics). Writes without a reported
     TTL count as 5-minute writes, the default TTL where providers have one. Audio and image
     prompt tokens are taken from the uncached part first; any excess must have been cached and
     stays priced as the cache class (the usage carries no finer split).
     """
-    writes_1h = usage.cache_creation_1h_input_tokens
-    writes_5m = usage.cache_creation_input_tokens - writes_1h
-    uncached = usage.input_tokens - usage.cache_read_input_tokens - usage.cache_creation_input_tokens
+    read, writes, writes_1h = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens,
+                               usage.cache_creation_1h_input_tokens)
+    uncached = usage.input_tokens - read - writes
     audio_in = min(usage.input_audio_tokens, uncached)
     image_in = min(usage.input_image_tokens, uncached - audio_in)
-    special_out = usage.reasoning_output_tokens + usage.output_audio_tokens + usage.output_image_tokens
-    return {
-        "input_text": uncached - audio_in - image_in,
-        "cache_read": usage.cache_read_input_tokens,
-        "cache_write_5m": writes_5m,
-        "cache_write_1h": writes_1h,
-        "input_audio": audio_in,
-        "input_image": image_in,
-        "output_text": usage.output_tokens - special_out,
-        "reasoning": usage.reasoning_output_tokens,
-        "output_audio": usage.output_audio_tokens,
-        "output_image": usage.output_image_tokens,
-    }
+    reasoning, audio_out, image_out = (usage.reasoning_output_tokens, usage.output_audio_tokens,
+                                       usage.output_image_tokens)
+    return (uncached - audio_in - image_in, read, writes - writes_1h, writes_1h, audio_in, image_in,
+            usage.output_tokens - reasoning - audio_out - image_out, reasoning, audio_out, image_out)
+
+
+def class_counts(usage: UsageCounts) -> dict[str, int]:
+    """:func:`class_count_tuple` by class name."""
+    return dict(zip(TOKEN_CLASSES, class_count_tuple(usage), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +169,7 @@ class Costed:
     missing: tuple[str, ...]
 
 
-def apply_card(usage: TokenUsage, card: RateCard) -> Costed:
+def apply_card(usage: UsageCounts, card: RateCard) -> Costed:
     """Price each class at its rate; a class with tokens but no rate anywhere is reported as missing."""
     costs: dict[str, Decimal] = {}
     missing: list[str] = []

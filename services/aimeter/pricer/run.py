@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
@@ -40,6 +41,9 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     consumer = ConsumerLoop(lambda: Consumer(consumer_config(bootstrap, settings.pricer_group)), writer.write,
                             batch_max=settings.pricer_batch_max)
     consumer.subscribe()
+    # The price book, config and migrations are long-lived: moving them out of the collector's view makes
+    # every later collection of the per-batch garbage cheaper (measured ~25% of build_batch).
+    gc.freeze()
     query_runner = None
     path = chdb_path(url)
     if path is not None:

@@ -92,6 +92,8 @@ def render_md(results: dict[str, Any]) -> str:
             "| measure | value |", "|---|---|",
             f"| pricer ingest, Kafka → ClickHouse, 1 core (events/s) | {_fmt(p['events_per_s'], 0)} "
             f"(reps: {', '.join(_fmt(x, 0) for x in p['reps'])}; {_fmt(p['events'])} events) |",
+            f"| pricer CPU per event, all threads incl. the embedded ClickHouse's (µs) | "
+            f"{_fmt(p.get('cpu_us_per_event'), 1)} |",
             f"| freshness p50 / p99, response end → priced row visible (ms) | {_fmt(f['p50_ms'], 0)} / "
             f"{_fmt(f['p99_ms'], 0)} ({f['samples_per_rep']} requests per rep) |", "",
             "## Targets (issue 6; 0 ms upstream)", "", "| target | want | measured | met |", "|---|---|---|---|"]

@@ -104,7 +104,8 @@ def summarize(runs: Runs, names: list[str], latencies: tuple[int, ...], rate_lis
         "peak_rss_mb": rss,
         "pricer": {"events_per_s": _median([r["events_per_s"] for r in pricer]),
                    "reps": [r["events_per_s"] for r in pricer], "events": pricer[0]["events"] if pricer else 0,
-                   "start_to_ready_s": _median([r["start_to_ready_s"] for r in pricer])},
+                   "start_to_ready_s": _median([r["start_to_ready_s"] for r in pricer]),
+                   "cpu_us_per_event": _median([r["cpu_us_per_event"] for r in pricer if r.get("cpu_us_per_event")])},
         "freshness": {"p50_ms": _median([r["p50_ms"] for r in fresh]), "p99_ms": _median([r["p99_ms"] for r in fresh]),
                       "samples_per_rep": fresh[0]["samples"] if fresh else 0},
     }

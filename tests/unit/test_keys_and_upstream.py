@@ -71,3 +71,18 @@ def test_client_key_is_never_forwarded_when_backend_has_no_credential():
 def test_unknown_paths_do_not_match():
     assert match_route("/v1/chat/completions/../../admin") is None
     assert match_route("/etc/passwd") is None
+
+
+def test_attribution_is_shared_for_identical_inputs_and_recomputed_otherwise():
+    _, record = new_key("search", "", "", NOW)
+    first = attribution_for(record, {"x-aimeter-project": "p"}, "bob")
+    assert attribution_for(record, {"x-aimeter-project": "p"}, "bob") is first  # cached: frozen, safe to share
+    other = attribution_for(record, {"x-aimeter-project": "q"}, "bob")
+    assert (other.project, first.project) == ("q", "p")
+    assert attribution_for(record, {"x-aimeter-project": "p"}, "alice").user == "alice"
+    assert attribution_for(None, {"x-aimeter-team": "t2"}).team == "t2"
+    _, other_key = new_key("research", "", "", NOW)
+    assert attribution_for(other_key, {"x-aimeter-project": "p"}, "bob").team == "research"
+    for _ in range(2):  # an invalid input raises every time; nothing is cached for it
+        with pytest.raises(AttributionError):
+            attribution_for(record, {"x-aimeter-project": "bad\tvalue"})

@@ -92,3 +92,27 @@ def test_stream_with_nothing_generated_reports_no_usage():
     scanner = scanner_()
     scanner.feed(chunk(None))
     assert scanner.usage().source is UsageSource.NONE
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), max_size=30))
+def test_crlf_framed_streams_split_anywhere_give_the_same_events(cuts):
+    """Some servers end SSE lines with CRLF: the fast terminator search must not change what is found."""
+    stream = WITH_INJECTED.replace(b"\n", b"\r\n")
+    scanner = scanner_(strip=True)
+    out, pos = b"", 0
+    for cut in cuts:
+        out += scanner.feed(stream[pos:pos + cut])
+        pos += cut
+    out += scanner.feed(stream[pos:]) + scanner.finish()
+    assert out == AS_CLIENT_WOULD_SEE.replace(b"\n", b"\r\n")
+    assert scanner.usage().usage.output_tokens == 3
+    assert scanner.saw_done
+
+
+@given(st.sampled_from([b',"usage":null', b', "usage" : null', b'"usage":null,', b'"usage": null ,', b'"usage":{}']),
+       st.sampled_from([b'{"a":1', b'{"usage":null', b'{"choices":[]']), st.booleans())
+def test_fast_null_usage_strip_equals_the_regex(field, prefix, twice):
+    from aimeter.gateway.sse import _NULL_USAGE, _strip_null_usage  # noqa: PLC0415 - private helpers under test
+
+    event = b"data: " + prefix + field + (field if twice else b"") + b"}\n\n"
+    assert _strip_null_usage(event) == _NULL_USAGE.sub(b"", event)

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs
-from uuid import UUID
 
 import orjson
 
 from aimeter.config import Backend, GatewayConfig, ModelRoute, resolve_credential
-from aimeter.events import Attribution, UsageEvent
+from aimeter.events import Attribution
 from aimeter.events.ids import new_event_id
 from aimeter.gateway.apis import Match, match_route
 from aimeter.gateway.attribution import AttributionError, attribution_for
 from aimeter.gateway.errors import openai_error
+from aimeter.gateway.event_json import encode_usage_event
 from aimeter.gateway.keys import KeyFile, KeyRecord, verify
 from aimeter.gateway.proxy import Call, Forwarder, Outcome, Receive, Send, now, prepare_body, send_json
 from aimeter.gateway.upstream import upstream_headers, upstream_target
@@ -33,7 +33,7 @@ KEY_RELOAD_S = 1.0
 
 
 class EventSink(Protocol):
-    def publish(self, event: UsageEvent) -> None: ...
+    def publish_encoded(self, payload: bytes, event_id: str, started_at: datetime, ended_at: datetime) -> None: ...
 
     def accepting(self) -> bool: ...
 
@@ -228,26 +228,27 @@ class Gateway:
         stream = spec.is_stream(request.json, match.method)
         rewrite = None if spec.model_in_path else route.upstream_model
         body, injected = prepare_body(request.body, request.json, rewrite, spec.inject_usage)
-        event_id = new_event_id()
+        event_id = str(new_event_id())
         call = Call(spec, upstream_target(backend, match, route.upstream_model or request.model, query), body,
-                    upstream_headers(backend, self._credentials[name], headers), stream, injected, str(event_id))
+                    upstream_headers(backend, self._credentials[name], headers), stream, injected, event_id)
         outcome = await self.forwarder.forward(call, send, receive)
         self._emit(request, name, backend, outcome, event_id=event_id, started=started, stream=stream,
                    api=spec.api)
 
-    def _emit(self, request: Request, name: str, backend: Backend, outcome: Outcome, *, event_id: UUID,
+    def _emit(self, request: Request, name: str, backend: Backend, outcome: Outcome, *, event_id: str,
               started: datetime, stream: bool, api: str) -> None:
         """Build and hand off the event after the response is done; a metering fault never reaches the client."""
         try:
-            event = UsageEvent(
+            extracted, ended = outcome.extracted, now()
+            payload = encode_usage_event(
                 event_id=event_id, gateway_id=self.gateway_id, started_at=started,
-                first_token_at=outcome.first_token_at if stream else None, ended_at=now(), api=api,
+                first_token_at=outcome.first_token_at if stream else None, ended_at=ended, api=api,
                 backend=name, provider=backend.provider, deployment=backend.deployment,
-                model_requested=request.model, model_served=outcome.extracted.model_served[:128], stream=stream,
-                status=outcome.status, http_status=outcome.http_status, usage_source=outcome.extracted.source,
-                usage=outcome.extracted.usage, backend_compute_seconds=outcome.extracted.compute_seconds,
+                model_requested=request.model, model_served=extracted.model_served[:128], stream=stream,
+                status=outcome.status, http_status=outcome.http_status, usage_source=extracted.source,
+                usage=extracted.usage, backend_compute_seconds=extracted.compute_seconds,
                 attribution=request.attribution,
             )
-            self.sink.publish(event)
+            self.sink.publish_encoded(payload, event_id, started, ended)
         except Exception:
             log.exception("could not build or publish the usage event for model %s", request.model)

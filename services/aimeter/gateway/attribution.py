@@ -60,10 +60,30 @@ def attribution_from_headers(headers: Mapping[str, str], body_user: str = "") ->
     return Attribution(**values, tags=tags)
 
 
+_CACHE_MAX = 4096
+_cache: dict[tuple[object, ...], Attribution] = {}
+
+
 def attribution_for(key: KeyRecord | None, headers: Mapping[str, str], user_from_body: str = "") -> Attribution:
     """Who pays. With a gateway key the team is the key's and cannot be overridden by a header;
     project and user come from the key, else from the headers/body. Without keys (auth=none) the
-    headers say everything. One Attribution is built per request (this is the hot path)."""
+    headers say everything.
+
+    This is the hot path, and most requests repeat the attribution of an earlier one (same key, same
+    or no ``X-Aimeter-*`` headers): the result, a frozen model, is shared from a bounded cache keyed by
+    every input, so validation runs once per distinct input. Invalid inputs raise and are not cached.
+    """
+    inputs = (key, headers.get("x-aimeter-team"), headers.get("x-aimeter-project"), headers.get("x-aimeter-user"),
+              headers.get("x-aimeter-tags"), user_from_body)
+    cached = _cache.get(inputs)
+    if cached is None:
+        if len(_cache) >= _CACHE_MAX:  # many distinct users or tags: start over rather than grow
+            _cache.clear()
+        cached = _cache[inputs] = _attribution_for(key, headers, user_from_body)
+    return cached
+
+
+def _attribution_for(key: KeyRecord | None, headers: Mapping[str, str], user_from_body: str) -> Attribution:
     if key is None:
         return attribution_from_headers(headers, user_from_body)
     values, tags = _header_values(headers, user_from_body)

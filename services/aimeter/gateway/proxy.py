@@ -9,25 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import orjson
 
 from aimeter.events import Status, TokenUsage, UsageSource
 from aimeter.gateway.apis import ApiSpec
+from aimeter.gateway.http1 import Response, UpstreamError
+from aimeter.gateway.http1_pool import Pool
 from aimeter.gateway.sse import StreamScanner
 from aimeter.gateway.usage import Extracted
+
+# Until the answer says otherwise; shared (Extracted and TokenUsage are frozen) so no request builds its own.
+_NOTHING_YET = Extracted(TokenUsage(), UsageSource.NONE)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 # Hop-by-hop and length headers are the server's business; everything else the upstream said is passed on.
-_DROP_RESPONSE_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
-                          "server", "date", "set-cookie"}
+# (A gzip/deflate Content-Encoding never gets here: the client decodes it and drops the header.)
+_DROP_RESPONSE_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"server", b"date",
+                          b"set-cookie"}
+CONNECT_TIMEOUT_S = 10.0
 
 
 def now() -> datetime:
@@ -40,7 +47,7 @@ class Outcome:
 
     status: Status = Status.OK
     http_status: int = 0
-    extracted: Extracted = field(default_factory=lambda: Extracted(TokenUsage(), UsageSource.NONE))
+    extracted: Extracted = _NOTHING_YET
     first_token_at: datetime | None = None
     problem: str = ""
     marker: tuple[bytes, bytes] = (b"x-aimeter-event-id", b"")
@@ -59,9 +66,8 @@ class Call:
     event_id: str
 
 
-def _response_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode(), v.encode("latin-1")) for k, v in resp.headers.items()
-            if k.lower() not in _DROP_RESPONSE_HEADERS]
+def _response_headers(resp: Response) -> list[tuple[bytes, bytes]]:
+    return [item for item in resp.headers if item[0] not in _DROP_RESPONSE_HEADERS]
 
 
 async def send_json(send: Send, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None,
@@ -98,40 +104,42 @@ def parse_whole(spec: ApiSpec, data: bytes) -> Extracted:
 
 
 class Forwarder:
-    """Shares one aiohttp session (connection pool) across all requests of a gateway process."""
+    """Shares one upstream connection pool across all requests of a gateway process."""
 
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, timeout_s: float, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.timeout_s = timeout_s
+        self._ssl_context = ssl_context
+        self._pool: Pool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout, auto_decompress=True,
-                                              skip_auto_headers=("User-Agent",))
+        self._pool = Pool(ssl_context=self._ssl_context, connect_timeout=CONNECT_TIMEOUT_S, read_timeout=self.timeout_s)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def forward(self, call: Call, send: Send, receive: Receive) -> Outcome:
         """POST upstream and relay the answer; never raises for upstream or client trouble.
 
         The response carries ``x-aimeter-event-id`` so an app can find its own row in ClickHouse.
         """
-        assert self._session is not None, "Forwarder.start() was not awaited"
+        assert self._pool is not None, "Forwarder.start() was not awaited"
         outcome = Outcome(marker=(b"x-aimeter-event-id", call.event_id.encode()))
         try:
-            async with self._session.post(call.url, data=call.body, headers=call.headers) as resp:
+            resp = await self._pool.request(call.url, call.headers, call.body)
+            try:
                 outcome.http_status = resp.status
                 if call.stream and resp.status == 200:
                     await self._relay_stream(call, resp, send, receive, outcome)
                 else:
                     await self._relay_whole(call.spec, resp, send, outcome)
-        except TimeoutError:
-            message = f"upstream did not answer within {self.timeout.sock_read} s"
+            finally:
+                resp.close()
+        except TimeoutError as exc:  # UpstreamTimeoutError: connect, pool slot, or upstream silence
+            message = f"upstream did not answer in time: {exc}"
             await self._fail(call.spec, send, outcome, Status.TIMEOUT, http=504, message=message)
-        except aiohttp.ClientError as exc:
-            message = f"upstream unreachable: {type(exc).__name__}"
+        except UpstreamError as exc:
+            message = f"upstream unreachable or broken: {exc}"
             await self._fail(call.spec, send, outcome, Status.UPSTREAM_ERROR, http=502, message=message)
         return outcome
 
@@ -147,7 +155,7 @@ class Forwarder:
         await send_json(send, http, spec.error(http, message, None), [outcome.marker])
 
     @staticmethod
-    async def _relay_whole(spec: ApiSpec, resp: aiohttp.ClientResponse, send: Send, outcome: Outcome) -> None:
+    async def _relay_whole(spec: ApiSpec, resp: Response, send: Send, outcome: Outcome) -> None:
         data = await resp.read()
         outcome.first_token_at = now()
         await send({"type": "http.response.start", "status": resp.status, "headers": [
@@ -158,11 +166,11 @@ class Forwarder:
         if resp.status >= 400:
             outcome.status = Status.UPSTREAM_ERROR
 
-    async def _relay_stream(self, call: Call, resp: aiohttp.ClientResponse, send: Send, receive: Receive,
+    async def _relay_stream(self, call: Call, resp: Response, send: Send, receive: Receive,
                             outcome: Outcome) -> None:
         spec = call.spec
         framed = spec.stream_reader is not None and (
-            spec.ndjson or "text/event-stream" in resp.headers.get("content-type", ""))
+            spec.ndjson or b"text/event-stream" in (resp.header(b"content-type") or b"").lower())
         scanner = StreamScanner(spec.stream_reader(), ndjson=spec.ndjson, strip_injected_usage=call.strip_usage) \
             if framed and spec.stream_reader is not None else None
         await send({"type": "http.response.start", "status": resp.status,
@@ -189,9 +197,8 @@ class Forwarder:
                 outcome.status, outcome.problem = Status.BROKEN_STREAM, "stream ended before its documented end"
 
     @staticmethod
-    async def _pump(resp: aiohttp.ClientResponse, send: Send, scanner: StreamScanner | None,
-                    whole: list[bytes]) -> None:
-        async for chunk in resp.content.iter_any():
+    async def _pump(resp: Response, send: Send, scanner: StreamScanner | None, whole: list[bytes]) -> None:
+        while chunk := await resp.next_chunk():
             if scanner is None:
                 whole.append(chunk)  # unframed stream (e.g. Gemini's JSON array): parsed once it ends
                 out = chunk

@@ -45,9 +45,9 @@ def _hour_label(epoch_hour: int) -> str:
     return datetime.fromtimestamp(epoch_hour * 3600, UTC).strftime("%Y-%m-%dT%H:00Z")
 
 
-def hour_of(event: UsageEvent) -> str:
+def hour_of(started_at: datetime) -> str:
     """Reconciliation period: the UTC hour the request started (the same clock ClickHouse partitions by)."""
-    return _hour_label(int(event.started_at.timestamp()) // 3600)
+    return _hour_label(int(started_at.timestamp()) // 3600)
 
 
 class KafkaPublisher:
@@ -68,7 +68,10 @@ class KafkaPublisher:
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,  # broker-side dedup of producer retries
             "acks": "all",
-            "linger.ms": 5,
+            # Batches every 100 ms. At 5 ms, a gateway serving ~1,000 req/s woke librdkafka's broker thread
+            # ~2 times per event and the poll thread ~0.6 times, on the gateway's own core: ~70 us of CPU per
+            # event and a preempted event loop. Events are off the request path; 100 ms is noise in freshness.
+            "linger.ms": 100,
             "compression.type": "lz4",
             # After this the delivery report fails and the event goes to the spool instead of being lost.
             "message.timeout.ms": int(delivery_timeout_s * 1000),
@@ -99,11 +102,16 @@ class KafkaPublisher:
 
     def publish(self, event: UsageEvent) -> None:
         """Enqueue one event. Never raises: a full local queue or a dead broker spools instead."""
+        self.publish_encoded(encode_event(event), str(event.event_id), event.started_at, event.ended_at)
+
+    def publish_encoded(self, payload: bytes, event_id: str, started_at: datetime, ended_at: datetime) -> None:
+        """``publish`` for an event already encoded (the gateway's hot path builds the JSON directly)."""
+        hour = hour_of(started_at)
         with self._lock:
-            self._counts[hour_of(event)] += 1
+            self._counts[hour] += 1
             self._counts_dirty = True
         self.stats.emitted += 1
-        self._produce(encode_event(event), str(event.event_id), event.ended_at.isoformat())
+        self._produce(payload, event_id, ended_at.isoformat())
 
     def _produce(self, payload: bytes, event_id: str, time_iso: str) -> None:
         headers = cloudevent_headers(event_id, self.source, time_iso)
@@ -159,9 +167,9 @@ class KafkaPublisher:
             if now - last_counts >= COUNTS_EVERY_S:
                 self.save_counts()
                 last_counts = now
-            if now - last_replay >= REPLAY_EVERY_S and self.spool.depth_bytes() and len(self._producer) == 0:
-                last_replay = now
-                if self._kafka_answers():
+            if now - last_replay >= REPLAY_EVERY_S:
+                last_replay = now  # (checked every REPLAY_EVERY_S, not on every poll wake-up: each is a stat())
+                if self.spool.depth_bytes() and len(self._producer) == 0 and self._kafka_answers():
                     self.replay_spool()
 
     def _load_counts(self) -> None:

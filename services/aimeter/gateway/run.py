@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import signal
+import socket
 
 import uvicorn
 import uvloop
@@ -13,6 +15,23 @@ from aimeter.gateway.keys import KeyFile
 from aimeter.gateway.publisher import KafkaPublisher
 from aimeter.kafka_admin import ensure_topics
 from aimeter.settings import Settings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus garbage-collector settings applied once the app has started (they concern latency)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Everything alive now (modules, pydantic schemas, config: ~50k objects) lives as long as the process.
+        # Frozen, it is no longer traversed by the collector; without this, each full collection under load
+        # walked all of it and paused the event loop for ~20 ms, the tail of the latency distribution.
+        gc.collect()
+        gc.freeze()
+        # A request's objects are freed by reference counting (measured: no cyclic garbage per request), yet
+        # the young generation filled to the default 700 with the objects of in-flight requests and the
+        # collector ran every ~50 requests, finding nothing. 7,000 leaves it idle in steady state (~5 us of
+        # CPU per request saved); when it does run, it takes ~2 ms.
+        gc.set_threshold(7000, 10, 10)
 
 
 def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
@@ -28,7 +47,7 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
     keys = KeyFile(settings.resolved_keys_file) if settings.auth == "keys" else None
     app = Gateway(config, publisher, gateway_id=settings.gateway_id, max_body_bytes=settings.max_body_bytes,
                   upstream_timeout_s=settings.upstream_timeout_s, keys=keys)
-    server = uvicorn.Server(uvicorn.Config(
+    server = _Server(uvicorn.Config(
         app, host=settings.gateway_host, port=settings.gateway_port, lifespan="on", access_log=False,
         log_level="warning", loop="uvloop", http="httptools", timeout_keep_alive=30,
         # No X-Forwarded-* rewriting (the gateway never uses the client address) and no Server/Date headers:

@@ -19,14 +19,18 @@ from aimeter.gateway.streams import StreamUsage, estimate_tokens
 from aimeter.gateway.usage import Extracted
 
 _SSE_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-_NDJSON_END = re.compile(rb"\n")
 # An unescaped quote can only delimit a JSON string, so these bytes can only be the key itself.
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
+_USAGE_KEY, _COMPACT_NULL_USAGE = b'"usage"', b',"usage":null'
 MAX_KEPT_BYTES = 8 * 1024 * 1024  # content kept for estimating a cancelled stream, per request
 
 
 def _sse_fields(event: bytes) -> tuple[str, bytes | None]:
     """The ``event:`` name and the joined ``data:`` lines of one SSE event."""
+    if event.startswith(b"data:"):  # the common event, one data line: no line loop
+        line = event.rstrip(b"\r\n")
+        if b"\n" not in line and b"\r" not in line:
+            return "", line[5:].removeprefix(b" ")
     name, data = "", []
     for line in event.splitlines():
         if line.startswith(b"data:"):
@@ -36,6 +40,15 @@ def _sse_fields(event: bytes) -> tuple[str, bytes | None]:
     return name, (b"\n".join(data) if data else None)
 
 
+def _strip_null_usage(event: bytes) -> bytes:
+    """Remove the ``"usage":null`` fields that include_usage added; the compact form without the regex."""
+    if _USAGE_KEY not in event:
+        return event
+    if event.count(_USAGE_KEY) == 1 and _COMPACT_NULL_USAGE in event:  # what the regex would remove, exactly
+        return event.replace(_COMPACT_NULL_USAGE, b"", 1)
+    return _NULL_USAGE.sub(b"", event)
+
+
 class StreamScanner:
     """Feed raw upstream bytes; get back the bytes to forward. ``ndjson=True`` for Ollama's line stream."""
 
@@ -43,7 +56,6 @@ class StreamScanner:
         self.reader = reader
         self.ndjson = ndjson
         self.strip = strip_injected_usage
-        self._end = _NDJSON_END if ndjson else _SSE_END
         self._buffer = b""
         self._kept: list[bytes] = []
         self._kept_bytes = 0
@@ -57,11 +69,25 @@ class StreamScanner:
 
     def feed(self, chunk: bytes) -> bytes:
         """Consume a chunk; return what to forward now (everything, unless stripping holds a partial event)."""
-        self._buffer += chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         out: list[bytes] = []
-        while (match := self._end.search(self._buffer)) is not None:
-            event, self._buffer = self._buffer[: match.end()], self._buffer[match.end():]
-            out.append(self._on_event(event))
+        start = 0
+        # Terminators are found with bytes.find (the regex alternation cost more than the rest of the scan);
+        # the regex is kept for streams that use CR line ends, which are rare.
+        crlf = not self.ndjson and b"\r" in buffer
+        while True:
+            if crlf:
+                match = _SSE_END.search(buffer, start)
+                end = match.end() if match else -1
+            else:
+                term = b"\n" if self.ndjson else b"\n\n"
+                end = buffer.find(term, start)
+                end = end + len(term) if end >= 0 else -1
+            if end < 0:
+                break
+            out.append(self._on_event(buffer[start:end]))
+            start = end
+        self._buffer = buffer[start:] if start else buffer
         return b"".join(out) if self.strip else chunk
 
     def finish(self) -> bytes:
@@ -82,7 +108,7 @@ class StreamScanner:
             return event
         if not self.reader.interesting(payload):
             self._keep(payload)
-            return _NULL_USAGE.sub(b"", event) if self.strip else event
+            return _strip_null_usage(event) if self.strip else event
         try:
             decoded = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -97,7 +123,7 @@ class StreamScanner:
     def _strip(self, event: bytes, decoded: Any) -> bytes:
         if isinstance(decoded, dict) and isinstance(decoded.get("usage"), dict) and decoded.get("choices") == []:
             return b""  # the usage-only chunk that include_usage added
-        return _NULL_USAGE.sub(b"", event)
+        return _strip_null_usage(event)
 
     def _keep(self, payload: bytes) -> None:
         if self._kept_bytes < MAX_KEPT_BYTES:

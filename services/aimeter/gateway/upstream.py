@@ -27,9 +27,20 @@ def _query_value(query: str, name: str) -> str | None:
     return values[0] if values and _SAFE_VALUE.fullmatch(values[0]) else None
 
 
+_BASES: dict[int, tuple[object, str]] = {}  # id(base_url) -> (base_url, its text): str() of a URL model is not free
+
+
+def _base(backend: Backend) -> str:
+    url = backend.base_url
+    entry = _BASES.get(id(url))
+    if entry is None or entry[0] is not url:  # the object is kept in the entry, so its id is never reused
+        entry = _BASES[id(url)] = (url, str(url).rstrip("/"))
+    return entry[1]
+
+
 def upstream_target(backend: Backend, match: Match, upstream_model: str, query: str) -> str:
     """The full upstream URL for this call."""
-    base = str(backend.base_url).rstrip("/")
+    base = _base(backend)
     spec = match.spec
     if backend.kind is BackendKind.AZURE_OPENAI:
         version = _query_value(query, "api-version") or AZURE_API_VERSION

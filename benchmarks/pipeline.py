@@ -208,24 +208,6 @@ def wait_committed(bootstrap: str, group: str, expected: int, timeout: float) ->
     return samples or [(time.perf_counter(), 0)]
 
 
-def wait_rows(port: int, expected: int, timeout: float) -> list[tuple[float, int]]:
-    """(time, rows) from the first non-empty poll to the one that saw every row (or the timeout)."""
-    deadline = time.perf_counter() + timeout
-    samples: list[tuple[float, int]] = []
-    while time.perf_counter() < deadline:
-        try:
-            rows = int(ch_query(port, "SELECT count() FROM usage_costs").strip() or 0)
-        except OSError:
-            rows = 0
-        now = time.perf_counter()
-        if rows and (not samples or rows != samples[-1][1]):
-            samples.append((now, rows))
-        if rows >= expected:
-            break
-        time.sleep(POLL_S)
-    return samples or [(time.perf_counter(), 0)]
-
-
 async def _freshness(url: str, headers: dict[str, str], body: bytes, query_port: int, count: int,
                      rate: float) -> list[float]:
     pool = httpload.Pool(url, body, headers)

@@ -85,7 +85,7 @@ def profile_pricer(session: Session, events: int) -> Path:
     budget = max(5.0, expected / 3000)  # long enough to cover the ingest at the rates seen so far
     sampler = threading.Thread(target=record, args=(proc.pid, budget, raw))
     sampler.start()
-    pipeline.wait_rows(port, expected, budget)
+    pipeline.wait_committed(env["AIMETER_KAFKA_BOOTSTRAP"], env["AIMETER_PRICER_GROUP"], expected, budget)
     sampler.join()
     return raw
 

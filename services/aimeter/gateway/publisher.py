@@ -100,12 +100,9 @@ class KafkaPublisher:
                 "aimeter_events_dropped_total": stats.dropped, "aimeter_spool_bytes": self.spool.depth_bytes(),
                 "aimeter_producer_queue_length": len(self._producer)}
 
-    def publish(self, event: UsageEvent) -> None:
-        """Enqueue one event. Never raises: a full local queue or a dead broker spools instead."""
-        self.publish_encoded(encode_event(event), str(event.event_id), event.started_at, event.ended_at)
-
     def publish_encoded(self, payload: bytes, event_id: str, started_at: datetime, ended_at: datetime) -> None:
-        """``publish`` for an event already encoded (the gateway's hot path builds the JSON directly)."""
+        """Enqueue one encoded event (gateway/event_json.py). Never raises: a full local queue or a dead
+        broker spools instead."""
         hour = hour_of(started_at)
         with self._lock:
             self._counts[hour] += 1

@@ -37,7 +37,9 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    # Idempotence keeps order across retries: the first sends to a just-created topic can be retried
+    # while its leader is elected, and without it a retried "one" landed after "three" (seen in CI).
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
     for value in values:
         producer.produce(topic, value=value, key=b"k")  # one key: one partition, order kept
     assert producer.flush(15) == 0

@@ -30,7 +30,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 TOOLS_VENV = BENCH_DIR / ".venv-tools"
 LAYOUT = (f"core {SUT_CORE}: only the system under test (fake upstream for 'direct' stays on core {AUX_CORE}; "
           f"the pricer-rate runs put the pricer here alone); core {AUX_CORE}: load generator, fake upstream, Kafka, "
-          "the pricer during proxy runs, and this harness. Pinned with taskset.")
+          "the pricer during proxy runs (under SCHED_IDLE, so it only uses time the load leaves), and this "
+          "harness. Pinned with taskset.")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

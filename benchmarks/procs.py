@@ -71,8 +71,11 @@ class Procs:
     running: list[Proc] = field(default_factory=list)
 
     def spawn(self, name: str, argv: list[str], core: int, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> Proc:
-        """Start ``argv`` under ``taskset -c core``; the kernel kills it if this harness dies."""
+              cwd: Path | None = None, idle: bool = False) -> Proc:
+        """Start ``argv`` under ``taskset -c core``; the kernel kills it if this harness dies.
+
+        ``idle`` runs it (all its threads) under SCHED_IDLE: it gets only CPU time nothing else wants.
+        """
         self.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{name}.log"
         log = log_path.open("ab")
@@ -80,7 +83,7 @@ class Procs:
         pinned = [taskset, "-c", str(core), *argv] if taskset else argv
         proc = subprocess.Popen(
             pinned, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-            preexec_fn=_pin_and_watch(core),  # noqa: PLW1509 - affinity + death signal only
+            preexec_fn=_pin_and_watch(core, idle),  # noqa: PLW1509 - affinity, policy, death signal only
         )
         child = Proc(name, proc, log_path, log, core)
         self.running.append(child)
@@ -96,12 +99,17 @@ class Procs:
             self.stop(child)
 
 
-def _pin_and_watch(core: int):  # noqa: ANN202 - a preexec_fn
-    """Affinity even without taskset installed, plus PR_SET_PDEATHSIG so no child outlives the harness."""
+def _pin_and_watch(core: int, idle: bool = False):  # noqa: ANN202 - a preexec_fn
+    """Affinity even without taskset installed, plus PR_SET_PDEATHSIG so no child outlives the harness.
+
+    The scheduling policy is set before exec, so every thread the child starts inherits it.
+    """
     hook = death_signal_hook()
 
     def run() -> None:
         os.sched_setaffinity(0, {core})
+        if idle:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         if hook is not None:
             hook()
 

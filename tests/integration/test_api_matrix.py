@@ -179,6 +179,7 @@ def test_api_matrix(stack, clickhouse, api: str, stream: bool, outcome: str) -> 
     else:
         assert source in {"estimated", "reported"}
         assert 0 < out < 300, "a cancelled stream is billed for what was generated, not more"
+        assert inp > 0, "the upstream took the prompt, so a cancelled stream is billed for it (estimated if unreported)"
 
 
 @pytest.mark.parametrize("stream", [False])

@@ -26,6 +26,7 @@ from aimeter.gateway.errors import openai_error
 from aimeter.gateway.event_json import encode_usage_event
 from aimeter.gateway.keys import KeyFile, KeyRecord, verify
 from aimeter.gateway.proxy import Call, Forwarder, Outcome, Receive, Send, now, prepare_body, send_json
+from aimeter.gateway.streams import with_prompt_estimate
 from aimeter.gateway.upstream import upstream_headers, upstream_target
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,8 @@ class Gateway:
         call = Call(spec, upstream_target(backend, match, route.upstream_model or request.model, query), body,
                     upstream_headers(backend, self._credentials[name], headers), stream, injected, event_id)
         outcome = await self.forwarder.forward(call, send, receive)
+        if stream and 200 <= outcome.http_status < 300:  # the upstream took the prompt, so it bills it
+            outcome.extracted = with_prompt_estimate(outcome.extracted, request.json)
         self._emit(request, name, backend, outcome, event_id=event_id, started=started, stream=stream,
                    api=spec.api)
 

@@ -138,6 +138,8 @@ def decimal_type(values: Sequence[int | None]) -> str:
 
 def decimals(values: Sequence[int], wire: str) -> bytes:
     """Integer units (value x 10**12) as Decimal64 (Int64) or Decimal128 (Int128) little-endian."""
+    if not any(values):  # a class no event of the batch used: zeros, whatever the width
+        return bytes((8 if wire.startswith("Decimal(18") else 16) * len(values))
     if wire.startswith("Decimal(18"):
         return array("q", values).tobytes()
     return b"".join(v.to_bytes(16, "little", signed=True) for v in values)

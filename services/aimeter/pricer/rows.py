@@ -248,14 +248,12 @@ def build_batch(values: list[bytes], book: PriceBook, priced_at: datetime, *, fa
     """
     batch = Batch(priced_at)
     memo = tariffs(book)
-    by_minute, decode, events, charges, route_of = memo.by_minute, fastparse.decode, batch.events, batch.charges, \
-        batch.route_of
+    by_minute, events, charges, route_of = memo.by_minute, batch.events, batch.charges, batch.route_of
     routes: dict[tuple[Any, ...], int] = {}  # this batch's routes, numbered in order of appearance
     priced_by: list[Any] = []  # each route's tariff (None: the reference path prices its events)
-    taken: list[int] = []  # the message index of each fast event, should the batch's text check refuse it
     slow: list[int] = []
-    for index, raw in enumerate(values):
-        e = decode(raw) if fast else None
+    decoded = fastparse.decode_all(values) if fast else [None] * len(values)
+    for index, e in enumerate(decoded):
         if e is None:
             slow.append(index)
             continue
@@ -266,18 +264,18 @@ def build_batch(values: list[bytes], book: PriceBook, priced_at: datetime, *, fa
         if route is None:
             route = routes[key] = len(routes)
             priced_by.append(_tariff(memo, key))
-        tariff = priced_by[route]
         try:
-            charge = tariff.charge(e.usage, e.backend_compute_seconds)
+            charge = priced_by[route].charge(e.usage, e.backend_compute_seconds)
         except Exception:  # noqa: BLE001 - Defer, or anything the reference path must decide (and explain)
             slow.append(index)
             continue
         events.append(e)
         charges.append(charge)
         route_of.append(route)
-        taken.append(index)
     bad = fastparse.bad_texts(events)
     if bad:  # rare: an unusual spelling of a time or id; pydantic decides those
+        refused = set(slow)
+        taken = [i for i in range(len(values)) if i not in refused]  # the message index of each fast event
         keep = [i for i in range(len(events)) if i not in bad]
         batch.events, batch.charges = [events[i] for i in keep], [charges[i] for i in keep]
         batch.route_of = [route_of[i] for i in keep]

@@ -75,26 +75,39 @@ def charge_of(priced: Priced) -> Charge:
 class Band:
     """The card's per-token prices for prompts in one long-context band (between two tier thresholds)."""
 
-    def __init__(self, rates: list[tuple[int, int, int] | None], tiers: list[int | None]) -> None:
+    def __init__(self, rates: list[tuple[int, int, int] | None], tiers: list[int | None], other: int = 0) -> None:
         self.numerators = tuple(0 if r is None else r[0] for r in rates)
         self.denominators = tuple(1 if r is None else r[1] for r in rates)
         self.whole = all(d == 1 for d in self.denominators)  # every class a whole number of units per token
+        # The per-request fee rides as an 11th "class" of count 1, so a whole band's components are one map().
+        self.factors = (*self.numerators, other)
         self.unrated = tuple(i for i, r in enumerate(rates) if r is None)
         self.tiers = tuple(tiers)  # per class: the tier threshold its rate comes from (None: base)
         self.tiered = any(t is not None for t in tiers)
+        # The classes priced at a tier, last first: tier() stops at the first of them with tokens.
+        self.tiered_last_first = tuple((i, t) for i, t in reversed(list(enumerate(tiers))) if t is not None)
+        # Whole, untiered and every class rated (most cards): the outcome never varies with the usage, so the
+        # tariff keeps it here on first use and charges such a band in one step.
+        self.simple = self.whole and not self.tiered and not self.unrated
+        self.plain: Outcome | None = None
 
     def costs(self, counts: tuple[int, ...]) -> list[int]:
         if self.whole:
             return list(map(mul, counts, self.numerators))
         return [round_half_even(n * a, q) for n, a, q in zip(counts, self.numerators, self.denominators, strict=True)]
 
+    def components(self, counts: tuple[int, ...]) -> tuple[int, ...]:
+        """:meth:`costs` and the per-request fee: the 11 components in CLASSES order."""
+        if self.whole:
+            return tuple(map(mul, (*counts, 1), self.factors))
+        return (*self.costs(counts), self.factors[-1])
+
     def tier(self, counts: tuple[int, ...]) -> int | None:
         """Like :func:`apply_card`: the threshold of the last rated class with tokens priced at a tier."""
-        found = None
-        for count, tier in zip(counts, self.tiers, strict=True):
-            if count and tier is not None:  # an unrated class has no tier
-                found = tier
-        return found
+        for i, tier in self.tiered_last_first:  # an unrated class has no tier
+            if counts[i]:
+                return tier
+        return None
 
 
 class ListTariff:
@@ -105,6 +118,8 @@ class ListTariff:
         self.book, self.resolved = book, resolved
         rates = [card.rate_for(c) for c in TOKEN_CLASSES]
         self.breaks = sorted({t for r in rates if r is not None for t, _ in r.tiers})
+        # A fee per request (< 1e24 units: overrides' 24 digits) keeps a row's total below 1e28 either way.
+        self.other = units(money(card.per_request)) if card.per_request else 0
         # Band k holds prompts with breaks[k-1] < prompt <= breaks[k] (a tier applies *above* its threshold).
         probes = [0, *(b + 1 for b in self.breaks)]
         self.bands = []
@@ -113,9 +128,7 @@ class ListTariff:
             chosen = [None if r is None else r.at(prompt) for r in rates]
             band_rates = [None if c is None else list_rate(c[0]) for c in chosen]
             exact += [r for r in band_rates if r is not None]
-            self.bands.append(Band(band_rates, [None if c is None else c[1] for c in chosen]))
-        # A fee per request (< 1e24 units: overrides' 24 digits) keeps a row's total below 1e28 either way.
-        self.other = units(money(card.per_request)) if card.per_request else 0
+            self.bands.append(Band(band_rates, [None if c is None else c[1] for c in chosen], self.other))
         self.safe = safe_tokens(exact)
         self.outcomes: dict[tuple[int | None, tuple[str, ...]], Outcome] = {}
 
@@ -133,11 +146,16 @@ class ListTariff:
             raise Defer("token counts past the exact bound")
         counts = class_count_tuple(usage)
         band = self.bands[bisect_left(self.breaks, prompt)] if self.breaks else self.bands[0]
+        if band.plain is not None:
+            return tuple(map(mul, (*counts, 1), band.factors)), None, band.plain
         tier = band.tier(counts) if band.tiered else None
         if band.unrated and any(counts[i] for i in band.unrated):
             missing = tuple(TOKEN_CLASSES[i] for i in band.unrated if counts[i])
             return NO_COMPONENTS, None, self.outcome(tier, missing)
-        return (*band.costs(counts), self.other), None, self.outcome(tier, ())
+        found = self.outcome(tier, ())
+        if band.simple:
+            band.plain = found
+        return band.components(counts), None, found
 
     def total(self, usage: UsageCounts) -> int | None:
         components = self.charge(usage)[0]

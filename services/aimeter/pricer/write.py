@@ -162,10 +162,14 @@ OUTCOME_COLUMNS = {"pricing_status": "status", "pricing_note": "note", "price_so
                    "price_version": "version", "cost_basis": "basis"}
 
 
-def _sums(columns: Sequence[Sequence[int]]) -> list[int]:
-    """Row-wise sums of whole columns, one C-level ``map(add)`` per column."""
-    total = columns[0]
-    for column in columns[1:]:
+def _sums(columns: Sequence[Sequence[int]], rows: int) -> list[int]:
+    """Row-wise sums of whole columns, one C-level ``map(add)`` per column that is not all zeros (a batch
+    rarely has audio, image or 1-hour cache tokens: those columns add nothing)."""
+    live = [column for column in columns if any(column)]
+    if not live:
+        return [0] * rows
+    total = live[0]
+    for column in live[1:]:
         total = list(map(add, total, column))
     return list(total)
 
@@ -182,8 +186,9 @@ def _amounts(components: Sequence[tuple[int | None, ...]], references: Sequence[
             "output_cost_usd": [None if c[0] is None else sum(c[6:10]) for c in components],  # type: ignore[arg-type]
         }
         return {name: _money(values) for name, values in amounts.items()} | {"reference_cost_usd": _money(references)}
-    inputs, outputs = _sums(by_class[:6]), _sums(by_class[6:10])  # type: ignore[arg-type]
-    total = _sums([inputs, outputs, by_class[-1]])  # type: ignore[list-item]
+    n = len(components)
+    inputs, outputs = _sums(by_class[:6], n), _sums(by_class[6:10], n)  # type: ignore[arg-type]
+    total = _sums([inputs, outputs, by_class[-1]], n)  # type: ignore[list-item]
     amounts |= {"cost_usd": total, "input_cost_usd": inputs, "output_cost_usd": outputs}
     # Every amount is a sum of non-negative components or one of them: the total bounds them all.
     if min(map(min, by_class)) < 0:  # type: ignore[type-var]

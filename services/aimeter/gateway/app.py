@@ -1,6 +1,7 @@
 """The gateway as a raw ASGI app: routing by path table, no framework on the hot path.
 
-DESIGN.md measured raw ASGI on uvicorn at ~2.4x FastAPI routing. The request path is:
+DESIGN.md measured raw ASGI on uvicorn at ~2.4x FastAPI routing; it is now served by ``server.py``
+(uvicorn stays selectable). The request path is:
 route -> key -> body -> model -> backend -> forward -> relay -> hand the event to the publisher.
 """
 

@@ -35,7 +35,10 @@ def _cell(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, Decimal):
-        return f"{value:.6f}"
+        text = f"{value:.6f}"
+        # The idle GPU row carries the hour's sub-picodollar rounding remainder, which can be negative:
+        # shown to 6 places it read "-0.000000", which looks like a refund. The exact value is in csv/json.
+        return text[1:] if text.startswith("-") and not text.strip("-0.") else text
     return str(value)
 
 

@@ -18,14 +18,13 @@ from urllib.parse import unquote
 
 import httptools
 
-from aimeter.gateway.server_cycle import Cycle, plain_response
+from aimeter.gateway.server_cycle import HIGH_WATER, Cycle, plain_response
 
 log = logging.getLogger("aimeter.gateway.server")
 
 App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
                 Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
-HIGH_WATER = 64 * 1024  # request body bytes held for an app that has not read them before we stop reading
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers; beyond this: 431
 MAX_HEADERS = 256
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}

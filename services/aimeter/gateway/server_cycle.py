@@ -21,7 +21,7 @@ STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode() for s in HT
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _SPECIAL = {b"content-length", b"transfer-encoding", b"connection"}
-_HIGH_WATER = 64 * 1024  # same as server_conn.HIGH_WATER (not imported: that module imports this one)
+HIGH_WATER = 64 * 1024  # request body bytes held for an app that has not read them before we stop reading
 
 
 def status_line(status: int) -> bytes:
@@ -61,7 +61,7 @@ class Cycle:
             return  # answered already (e.g. 413): the rest of the body is read and dropped
         self.body.append(data)
         self.buffered += len(data)
-        if self.buffered > _HIGH_WATER:
+        if self.buffered > HIGH_WATER:
             self.conn.pause_reading()
         self._wake()
 

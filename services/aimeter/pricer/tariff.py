@@ -147,7 +147,7 @@ class ListTariff:
         counts = class_count_tuple(usage)
         band = self.bands[bisect_left(self.breaks, prompt)] if self.breaks else self.bands[0]
         if band.plain is not None:
-            return tuple(map(mul, (*counts, 1), band.factors)), None, band.plain
+            return band.components(counts), None, band.plain
         tier = band.tier(counts) if band.tiered else None
         if band.unrated and any(counts[i] for i in band.unrated):
             missing = tuple(TOKEN_CLASSES[i] for i in band.unrated if counts[i])

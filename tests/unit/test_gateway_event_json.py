@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from aimeter.events import Attribution, Deployment, Status, TokenUsage, UsageEvent, UsageSource
 from aimeter.events.ids import new_event_id
-from aimeter.events.usage import MAX_LABEL_LEN, MAX_TAG_LEN, MAX_TAGS
+from aimeter.events.usage import MAX_FLAGS_LEN, MAX_LABEL_LEN, MAX_PROBLEM_LEN, MAX_TAG_LEN, MAX_TAGS
 from aimeter.gateway.event_json import FIELDS, encode_usage_event
 
 labels = st.text(max_size=MAX_LABEL_LEN)
@@ -53,7 +53,8 @@ events = st.fixed_dictionaries({
     "stream": st.booleans(), "status": st.sampled_from(Status), "http_status": st.integers(0, 999),
     "usage_source": st.sampled_from(UsageSource), "usage": usages(),
     "backend_compute_seconds": st.none() | st.floats(0, 1e9, allow_nan=False) | st.sampled_from([0.0, 1e-7, 0.1]),
-    "attribution": attributions,
+    "attribution": attributions, "usage_problem": st.text(max_size=MAX_PROBLEM_LEN),
+    "upstream_error_type": labels, "usage_flags": st.text(max_size=MAX_FLAGS_LEN),
 })
 
 
@@ -78,7 +79,10 @@ def test_the_encoder_follows_the_models_field_order():
 
 
 @pytest.mark.parametrize(("field", "bad"), [("model_requested", "m" * (MAX_LABEL_LEN + 1)), ("http_status", 1000),
-                                            ("gateway_id", "g" * 500), ("backend_compute_seconds", -1.0)])
+                                            ("gateway_id", "g" * 500), ("backend_compute_seconds", -1.0),
+                                            ("usage_problem", "p" * (MAX_PROBLEM_LEN + 1)),
+                                            ("upstream_error_type", "e" * (MAX_LABEL_LEN + 1)),
+                                            ("usage_flags", "f" * (MAX_FLAGS_LEN + 1))])
 def test_values_out_of_bounds_go_through_the_model_and_are_refused(field, bad):
     fields = {"event_id": str(new_event_id()), "gateway_id": "gw", "started_at": datetime.now(UTC),
               "first_token_at": None, "ended_at": datetime.now(UTC), "api": "openai.chat", "backend": "oa",
@@ -88,3 +92,13 @@ def test_values_out_of_bounds_go_through_the_model_and_are_refused(field, bad):
               "attribution": Attribution(), field: bad}
     with pytest.raises(ValidationError):
         encode_usage_event(**fields)
+
+
+def test_an_event_without_the_diagnosis_fields_is_still_v1():
+    """usage_problem, upstream_error_type and usage_flags were added as optional: older events still validate."""
+    old = {"schema_version": "1", "event_id": str(new_event_id()), "started_at": "2026-12-01T00:00:00Z",
+           "ended_at": "2026-12-01T00:00:01Z", "api": "openai.chat", "backend": "oa", "provider": "openai",
+           "deployment": "proprietary", "model_requested": "gpt-4o", "status": "ok", "http_status": 200,
+           "usage_source": "reported"}
+    event = UsageEvent.model_validate(old)
+    assert (event.usage_problem, event.upstream_error_type, event.usage_flags) == ("", "", "")

@@ -7,6 +7,7 @@ from aimeter.events.usage import (
     Status,
     TokenUsage,
     UsageEvent,
+    UsageFlag,
     UsageSource,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "Status",
     "TokenUsage",
     "UsageEvent",
+    "UsageFlag",
     "UsageSource",
     "cloudevent_headers",
 ]

@@ -26,9 +26,21 @@ SCHEMA_VERSION = "1"
 MAX_LABEL_LEN = 128
 MAX_TAGS = 16
 MAX_TAG_LEN = 64
+# Bounds on the gateway's diagnosis fields (added to v1 as optional fields; old events read as "").
+MAX_PROBLEM_LEN = 512
+MAX_FLAGS_LEN = 256
 
 Count = Annotated[int, Field(ge=0, le=2**40)]
 Label = Annotated[str, Field(max_length=MAX_LABEL_LEN)]
+Problem = Annotated[str, Field(max_length=MAX_PROBLEM_LEN)]
+Flags = Annotated[str, Field(max_length=MAX_FLAGS_LEN)]
+
+
+class UsageFlag(StrEnum):
+    """Implausible usage, kept as reported and flagged (``UsageEvent.usage_flags``), never dropped."""
+
+    OUTPUT_OVER_MAX_TOKENS = "output_over_max_tokens"  # far more output than the request allowed
+    USAGE_DECREASED = "usage_decreased"  # a running count went down within one stream
 
 
 class Status(StrEnum):
@@ -132,6 +144,14 @@ class UsageEvent(BaseModel):
         None, ge=0, description="GPU time the backend reported (e.g. Ollama eval_duration), if any."
     )
     attribution: Attribution = Field(default_factory=Attribution)
+    # Optional since their introduction, so every v1 event written before still validates.
+    usage_problem: Problem = Field(
+        "", description="Why usage is missing, partial or estimated, as the gateway diagnosed it; '' when none.")
+    upstream_error_type: Label = Field(
+        "", description="The provider's own error type (e.g. overloaded_error, RESOURCE_EXHAUSTED, server_error), "
+                        "from an error body or an error event inside a 200 stream; '' when none.")
+    usage_flags: Flags = Field(
+        "", description="Comma-separated UsageFlag codes for implausible usage (kept as reported); '' when none.")
 
     @property
     def priced_at_time(self) -> datetime:

@@ -17,11 +17,12 @@ from datetime import datetime
 import orjson
 
 from aimeter.events import Attribution, Deployment, Status, TokenUsage, UsageEvent, UsageSource
-from aimeter.events.usage import MAX_LABEL_LEN, SCHEMA_VERSION
+from aimeter.events.usage import MAX_FLAGS_LEN, MAX_LABEL_LEN, MAX_PROBLEM_LEN, SCHEMA_VERSION
 
 FIELDS = ("schema_version", "event_id", "gateway_id", "started_at", "first_token_at", "ended_at", "api", "backend",
           "provider", "deployment", "model_requested", "model_served", "stream", "status", "http_status",
-          "usage_source", "usage", "backend_compute_seconds", "attribution")
+          "usage_source", "usage", "backend_compute_seconds", "attribution", "usage_problem", "upstream_error_type",
+          "usage_flags")
 if tuple(UsageEvent.model_fields) != FIELDS:  # fail at start, not with a subtly different event in Kafka
     raise RuntimeError(f"UsageEvent fields changed to {tuple(UsageEvent.model_fields)}; update {__name__}")
 _OPTIONS = orjson.OPT_UTC_Z  # pydantic writes UTC as "Z"
@@ -31,10 +32,13 @@ def encode_usage_event(*, event_id: str, gateway_id: str, started_at: datetime, 
                        ended_at: datetime, api: str, backend: str, provider: str, deployment: Deployment,
                        model_requested: str, model_served: str, stream: bool, status: Status, http_status: int,
                        usage_source: UsageSource, usage: TokenUsage, backend_compute_seconds: float | None,
-                       attribution: Attribution) -> bytes:
+                       attribution: Attribution, usage_problem: str = "", upstream_error_type: str = "",
+                       usage_flags: str = "") -> bytes:
     """The event's JSON, byte for byte what ``UsageEvent(...).model_dump_json()`` writes for these values."""
-    if (max(len(gateway_id), len(api), len(backend), len(provider), len(model_requested), len(model_served))
-            > MAX_LABEL_LEN or not 0 <= http_status <= 999
+    if (max(len(gateway_id), len(api), len(backend), len(provider), len(model_requested), len(model_served),
+            len(upstream_error_type)) > MAX_LABEL_LEN
+            or len(usage_problem) > MAX_PROBLEM_LEN or len(usage_flags) > MAX_FLAGS_LEN
+            or not 0 <= http_status <= 999
             or (backend_compute_seconds is not None
                 and not (math.isfinite(backend_compute_seconds) and backend_compute_seconds >= 0))):
         # Out of the fast path's bounds: the model decides (and raises if the event is invalid).
@@ -43,7 +47,8 @@ def encode_usage_event(*, event_id: str, gateway_id: str, started_at: datetime, 
             ended_at=ended_at, api=api, backend=backend, provider=provider, deployment=deployment,
             model_requested=model_requested, model_served=model_served, stream=stream, status=status,
             http_status=http_status, usage_source=usage_source, usage=usage,
-            backend_compute_seconds=backend_compute_seconds, attribution=attribution,
+            backend_compute_seconds=backend_compute_seconds, attribution=attribution, usage_problem=usage_problem,
+            upstream_error_type=upstream_error_type, usage_flags=usage_flags,
         ).model_dump_json().encode()
     # A frozen pydantic model's __dict__ holds exactly its fields, in declaration order.
     return orjson.dumps({
@@ -52,5 +57,6 @@ def encode_usage_event(*, event_id: str, gateway_id: str, started_at: datetime, 
         "provider": provider, "deployment": deployment, "model_requested": model_requested,
         "model_served": model_served, "stream": stream, "status": status, "http_status": http_status,
         "usage_source": usage_source, "usage": usage.__dict__, "backend_compute_seconds": backend_compute_seconds,
-        "attribution": attribution.__dict__,
+        "attribution": attribution.__dict__, "usage_problem": usage_problem, "upstream_error_type": upstream_error_type,
+        "usage_flags": usage_flags,
     }, option=_OPTIONS)

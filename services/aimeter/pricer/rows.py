@@ -37,6 +37,7 @@ EVENT_COLUMNS = [
     "cache_creation_1h_input_tokens", "input_audio_tokens", "input_image_tokens", "output_tokens",
     "reasoning_output_tokens", "output_audio_tokens", "output_image_tokens", "backend_compute_seconds",
     "team", "project", "user", "api_key_id", "tags",
+    "usage_problem", "upstream_error_type", "usage_flags",  # 0006: the gateway's diagnosis
 ]
 COST_COLUMNS = [
     "event_id", "started_at", "ended_at", "api", "backend", "provider", "deployment", "model", "status", "stream",
@@ -122,7 +123,7 @@ class Rows(Sequence[list[Any]]):
 def flat(event: Any) -> list[Any]:
     """A struct's values in :data:`EVENT_COLUMNS` order (its fields are in that order, checked at import)."""
     head = astuple(event)
-    return [*head[1:16], *astuple(event.usage), head[17], *astuple(event.attribution)]
+    return [*head[1:16], *astuple(event.usage), head[17], *astuple(event.attribution), *head[19:]]
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -167,6 +168,7 @@ def event_row(e: UsageEvent) -> list[Any]:
         u.cache_creation_5m_input_tokens, u.cache_creation_1h_input_tokens, u.input_audio_tokens,
         u.input_image_tokens, u.output_tokens, u.reasoning_output_tokens, u.output_audio_tokens,
         u.output_image_tokens, e.backend_compute_seconds, a.team, a.project, a.user, a.api_key_id, a.tags,
+        e.usage_problem, e.upstream_error_type, e.usage_flags,
     ]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(None, description="Use this Kafka cluster; start no broker.")
     kafka_port: int = Field(9092, ge=1, le=65535)
     clickhouse_url: str | None = Field(None, description="chdb:///path (embedded) or http(s)://host:8123.")
+    clickhouse_user: str | None = Field(None, description="ClickHouse server only: user (overrides the URL's).")
+    clickhouse_password: SecretStr | None = Field(
+        None, description="ClickHouse server only: password, any characters (overrides the URL's).")
+    clickhouse_password_file: Path | None = Field(
+        None, description="ClickHouse server only: file holding the password (trailing newline ignored).")
     query_port: int = Field(8124, ge=1, le=65535, description="Embedded mode: read-only query endpoint.")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=1, le=65535)
@@ -53,6 +58,13 @@ class Settings(BaseSettings):
             raise ValueError(f"scheme must be chdb://, http:// or https://, got {value!r}")
         return value
 
+    @field_validator("clickhouse_password_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
     @property
     def resolved_keys_file(self) -> Path:
         return self.keys_file or self.data_dir / "keys.json"
@@ -60,7 +72,15 @@ class Settings(BaseSettings):
     @property
     def resolved_clickhouse_url(self) -> str:
         """Embedded chDB under the data dir unless a URL is configured."""
-        return self.clickhouse_url or f"chdb://{(self.data_dir / 'chdb').resolve()}"
+        if self.clickhouse_url is None:
+            return f"chdb://{(self.data_dir / 'chdb').resolve()}"
+        from aimeter.store.client import with_credentials  # noqa: PLC0415 - keep settings import light
+
+        password = self.clickhouse_password.get_secret_value() if self.clickhouse_password else None
+        if self.clickhouse_password_file is not None:
+            password = self.clickhouse_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        # With a user or password set, the URL carries them percent-encoded: never log it (store.client.redact).
+        return with_credentials(self.clickhouse_url, self.clickhouse_user, password)
 
 
 def load_settings(**overrides: object) -> Settings:

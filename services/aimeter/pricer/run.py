@@ -17,7 +17,7 @@ from aimeter.pricer.gpu_periods import sync_gpu_periods
 from aimeter.pricer.overrides_load import load_price_book
 from aimeter.pricer.service import BatchWriter, DeadLetters
 from aimeter.settings import Settings
-from aimeter.store.client import chdb_path, get_client
+from aimeter.store.client import chdb_path, get_client, redact
 from aimeter.store.migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -52,17 +52,23 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     query_runner = None
     path = chdb_path(url)
     if path is not None:
+        from aimeter.store.query_auth import READER_USER, password_file_for  # noqa: PLC0415
+        from aimeter.store.query_request import ServerLimits  # noqa: PLC0415
         from aimeter.store.query_server import serve_queries  # noqa: PLC0415 - only embedded mode needs it
 
-        query_runner = await serve_queries(str(path), "127.0.0.1", settings.query_port)
-        print(f"pricer: read-only ClickHouse HTTP endpoint on http://127.0.0.1:{settings.query_port}", flush=True)
+        limits = ServerLimits(settings.query_max_execution_s, settings.query_max_memory_bytes,
+                              settings.query_max_result_bytes)
+        query_runner = await serve_queries(str(path), "127.0.0.1", settings.query_port, limits=limits,
+                                           max_concurrent=settings.query_max_concurrent)
+        print(f"pricer: read-only ClickHouse HTTP endpoint on http://127.0.0.1:{settings.query_port} "
+              f"(user {READER_USER}, password in {password_file_for(path)})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # The loop blocks in librdkafka and in ClickHouse inserts: its own thread, off the query server's event loop.
     consuming = asyncio.ensure_future(asyncio.to_thread(consumer.run))
-    print(f"pricer: consuming from {bootstrap} into {url.split('?')[0]}", flush=True)
+    print(f"pricer: consuming from {bootstrap} into {redact(url)}", flush=True)  # never the password
     stopping = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({consuming, stopping}, return_when=asyncio.FIRST_COMPLETED)

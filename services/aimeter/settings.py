@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     clickhouse_password_file: Path | None = Field(
         None, description="ClickHouse server only: file holding the password (trailing newline ignored).")
     query_port: int = Field(8124, ge=1, le=65535, description="Embedded mode: read-only query endpoint.")
+    query_max_execution_s: int = Field(120, ge=1, description="Query endpoint: longest a query may run.")
+    query_max_memory_bytes: int = Field(2**30, ge=16 * 2**20, description="Query endpoint: memory per query.")
+    query_max_result_bytes: int = Field(256 * 2**20, ge=2**20, description="Query endpoint: largest result.")
+    query_max_concurrent: int = Field(4, ge=1, le=64, description="Query endpoint: queries run at once.")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=1, le=65535)
     gateway_id: str = "gw-1"
@@ -38,13 +42,32 @@ class Settings(BaseSettings):
         "native", description="native: the gateway's own HTTP/1.1 server; uvicorn: the fallback, for comparison.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     upstream_timeout_s: float = Field(600.0, gt=0)
+    upstream_max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=64 * 1024,
+        description="Most bytes of one upstream answer held or decompressed (a whole answer, a gzip body, one "
+                    "stream event); beyond it the client gets 502 and the event says why.")
+    gateway_head_timeout_s: float = Field(
+        10.0, gt=0, description="A request head (or a new connection's first one) must arrive within this; else 408.")
+    gateway_body_timeout_s: float = Field(
+        60.0, gt=0, description="A request body must arrive within this of its head; else 408 and close.")
+    gateway_max_connections_per_peer: int = Field(
+        1024, ge=0, description="Open connections one client IP may hold; more are answered 503 and closed. "
+                                "0: no cap (behind a load balancer all clients share its address).")
+    max_concurrent_per_key: int = Field(
+        256, ge=0, description="Requests one gateway key may have in flight; more get 429. 0: no limit.")
     auth: Literal["keys", "none"] = Field(
         "keys", description="keys: every request needs a gateway-issued key; none: local/dev, team from headers.")
     keys_file: Path | None = Field(None, description="Virtual key store; default <data dir>/keys.json.")
     kafka_delivery_timeout_s: float = Field(30.0, gt=0, description="Undelivered after this: spooled to disk.")
     spool_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    spool_dir: Path | None = Field(
+        None, description="The gateway's journal and spool; default <data dir>/spool. Its own filesystem "
+                          "keeps a full disk there from reaching the rest of the data dir.")
+    journal_segment_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, description="Journal segment size, allocated ahead of need (two at most).")
     spool_full_policy: Literal["open", "closed"] = Field(
-        "open", description="open: keep serving and count dropped events; closed: answer 503 while the spool is full.")
+        "open", description="open: keep serving and count events that could not be kept; closed: answer 503, "
+                            "before forwarding, while the journal has no room for the next event.")
     pricer_group: str = "aimeter-pricer"
     fault_insert_fail_file: Path | None = Field(
         None, description="Tests only: while this file exists, the pricer's ClickHouse inserts fail.")
@@ -64,6 +87,10 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        return self.spool_dir or self.data_dir / "spool"
 
     @property
     def resolved_keys_file(self) -> Path:

@@ -15,6 +15,7 @@ from aimeter.gateway.keys import KeyFile, new_key
 from aimeter.local.kafka import free_port
 from aimeter.local.stack import Stack
 from aimeter.settings import Settings
+from aimeter.store.client import query_endpoint_client
 
 CONFIG = """
 backends:
@@ -101,7 +102,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="session")
 def clickhouse(stack: Stack) -> clickhouse_connect.driver.client.Client:
     """Reads go through the pricer's read-only ClickHouse HTTP endpoint, as any report client would."""
-    return clickhouse_connect.get_client(host="127.0.0.1", port=stack.settings.query_port)
+    return query_endpoint_client(stack.settings.resolved_clickhouse_url, stack.settings.query_port)
 
 
 def wait_for_row(client, sql: str, parameters: dict, timeout: float = 60.0) -> list[tuple]:

@@ -58,6 +58,6 @@ def test_stream_cut_mid_way_is_flagged_broken(stack) -> None:
 
 
 def stack_client(stack):
-    import clickhouse_connect  # noqa: PLC0415
+    from aimeter.store.client import query_endpoint_client  # noqa: PLC0415
 
-    return clickhouse_connect.get_client(host="127.0.0.1", port=stack.settings.query_port)
+    return query_endpoint_client(stack.settings.resolved_clickhouse_url, stack.settings.query_port)

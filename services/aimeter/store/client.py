@@ -10,6 +10,8 @@ from urllib.parse import quote, unquote, urlparse, urlunparse
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from aimeter.store.query_auth import READER_USER, password_file_for, read_password
+
 
 def chdb_path(url: str) -> Path | None:
     """The data directory of a ``chdb://`` URL, or None for a server URL."""
@@ -65,4 +67,14 @@ def report_client(url: str, query_port: int) -> Client:
             pass
     except (urllib.error.URLError, OSError):
         return get_client(url)  # nobody serves the store: open it here (fails clearly if it is locked)
-    return clickhouse_connect.get_client(host="127.0.0.1", port=query_port, connect_timeout=2)
+    return query_endpoint_client(url, query_port)
+
+
+def query_endpoint_client(url: str, query_port: int, **kwargs: object) -> Client:
+    """A client of the pricer's query endpoint, as its reader (password from the file beside the store)."""
+    path = chdb_path(url)
+    if path is None:
+        raise ValueError(f"{url!r} is not an embedded store: there is no query endpoint to connect to")
+    password = read_password(password_file_for(path))
+    return clickhouse_connect.get_client(host="127.0.0.1", port=query_port, username=READER_USER, password=password,
+                                         connect_timeout=2, **kwargs)

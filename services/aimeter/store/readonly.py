@@ -1,54 +1,32 @@
-"""Read-only gate for SQL that reaches the embedded engine from other processes.
+"""The lexer half of the query endpoint's gate: what the engine's own parser cannot tell us.
 
-The query endpoint (see ``query_server``) hands SQL from any local client to the chDB engine
-the pricer owns. The engine runs that SQL with ``readonly=2``, which refuses INSERT into
-tables, DDL and SYSTEM, but chDB still lets a readonly session read and write files
-(``file()``, ``INSERT INTO FUNCTION``, ``INTO OUTFILE``), read Python objects (``python()``),
-reach the network (``url()``, ``s3()``, ``remote()``) and run several statements separated by
-``;``. This module closes those gaps before the SQL is sent.
+The engine decides almost everything about a query (see ``query_gate``): whether it is one
+statement, what kind of statement, which functions it calls, which output format it asks for.
+Two things its ``EXPLAIN AST`` dump does not label (``tests/integration/test_query_gate.py``
+shows both): an ``INTO OUTFILE`` target is an anonymous ``Literal`` child, and chDB writes that
+file on the client side even with ``readonly=1``; a ``FORMAT`` name is an ``Identifier`` child
+that looks like a table name under ``EXISTS``/``SHOW CREATE``. So the words that only appear in
+SQL that touches files (``INTO OUTFILE``, ``FROM INFILE``, ``INSERT``) are found here, before
+any text is sent to the engine at all, and so is the name of a trailing ``FORMAT`` clause.
 
-It is pure: no I/O, no clock. Its lexer follows ClickHouse's own (src/Parsers/Lexer.cpp)
+It is pure: no I/O, no clock. Its tokenizer follows ClickHouse's own (src/Parsers/Lexer.cpp)
 wherever the two must agree on what is a string, a quoted identifier or a comment, because a
-disagreement there is how statements get hidden. Where exact agreement would take more than
-it is worth (heredocs, ``$``, backslashes, non-ASCII outside quotes, ``--`` glued to a number)
-it refuses the query instead: failing closed costs a rare legitimate query, never a write.
-
-``query_request`` shapes an accepted request for the engine.
+disagreement there is how a word gets hidden. Where exact agreement would take more than it is
+worth (heredocs, ``$``, backslashes, non-ASCII outside quotes, ``--`` glued to a number) it
+refuses the query instead: failing closed costs a rare legitimate query, never a file.
 """
 
 from __future__ import annotations
 
-import itertools
 import string
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 READONLY_CODE = 164
 SYNTAX_ERROR_CODE = 62
 
-READ_STATEMENTS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"})
-# Words that only appear in SQL that writes (INSERT ..., SELECT ... INTO OUTFILE, FROM INFILE).
-WRITE_WORDS = frozenset({"INSERT", "INTO", "OUTFILE", "INFILE"})
-# Table functions that only compute or read this engine's own tables.
-SAFE_TABLE_FUNCTIONS = frozenset(
-    {
-        "numbers", "numbers_mt", "zeros", "zeros_mt", "generateseries", "generate_series", "primes",
-        "values", "null", "view", "viewifpermitted", "viewexplain", "merge", "format",
-        "generaterandom", "dictionary", "mergetreeindex", "mergetreeprojection",
-    }
-)  # fmt: skip
-# Functions (table or scalar) that touch files, the network, other processes or Python objects.
-# The engine's own list of table functions is added at start-up (see denied_functions); this
-# static list keeps the gate closed even without it. Compared lower-case.
-ALWAYS_DENIED_FUNCTIONS = frozenset(
-    {
-        "file", "filecluster", "filesystem", "url", "urlcluster", "s3", "s3cluster", "gcs", "oss",
-        "cosn", "azureblobstorage", "azureblobstoragecluster", "hdfs", "hdfscluster", "remote",
-        "remotesecure", "cluster", "clusterallreplicas", "executable", "executablepool", "mysql",
-        "postgresql", "mongodb", "redis", "sqlite", "jdbc", "odbc", "input", "python",
-        "arrowstream", "bigquery", "ytsaurus", "catboostevaluate",
-    }
-)  # fmt: skip
+# Words that only appear in SQL that writes or touches files: INSERT ..., SELECT ... INTO OUTFILE,
+# INSERT ... FROM INFILE.
+FILE_WORDS = frozenset({"INSERT", "INTO", "OUTFILE", "INFILE"})
 
 _WORD_CHARS = frozenset(string.ascii_letters + string.digits + "_")
 _WHITESPACE = frozenset(" \t\n\r\f\v")
@@ -90,30 +68,19 @@ class Token:
     position: int
 
 
-@dataclass(frozen=True)
-class ReadQuery:
-    """What the gate learned about an accepted query."""
+def check_no_file_clauses(sql: str) -> list[Token]:
+    """Refuse SQL whose words write or touch files; return its significant tokens.
 
-    output_format: str | None
-
-
-def denied_functions(engine_table_functions: Iterable[str]) -> frozenset[str]:
-    """Every table function the engine has except the known-safe ones, plus the static list.
-
-    Built from the engine's ``system.table_functions`` so that a table function added by a
-    future chDB release is refused until someone decides it is safe.
+    Runs before the engine sees the text, so an ``INTO OUTFILE`` never reaches even the parser
+    (``EXPLAIN AST ...`` would bind a trailing ``INTO OUTFILE`` to the explained query).
     """
-    engine = {name.lower() for name in engine_table_functions}
-    return frozenset(engine - SAFE_TABLE_FUNCTIONS) | ALWAYS_DENIED_FUNCTIONS
-
-
-def check_read_only(sql: str, denied: frozenset[str] = ALWAYS_DENIED_FUNCTIONS) -> ReadQuery:
-    """Accept one read statement, or raise SqlRejectedError saying what was refused and why."""
-    statement = _single_statement(tokenize(sql))
-    _check_words(statement)
-    _check_functions(statement, denied)
-    _check_first_keyword(statement)
-    return ReadQuery(output_format=output_format(statement))
+    tokens = tokenize(sql)
+    if not any(token.kind != "semi" for token in tokens):
+        raise SqlSyntaxError("Empty query")
+    for token in tokens:
+        if token.kind == "word" and token.text.upper() in FILE_WORDS:
+            raise ReadOnlyViolationError(f"{token.text.upper()} at position {token.position} writes data or files")
+    return tokens
 
 
 def tokenize(sql: str) -> list[Token]:
@@ -193,58 +160,9 @@ def _quoted(sql: str, pos: int) -> tuple[Token, int]:
     raise SqlSyntaxError(f"quoted text starting at position {pos} ({quote}) is not closed")
 
 
-def _single_statement(tokens: list[Token]) -> list[Token]:
-    """The tokens of the only statement; trailing ``;`` are allowed, a second statement is not."""
-    end = len(tokens)
-    while end and tokens[end - 1].kind == "semi":
-        end -= 1
-    statement = tokens[:end]
-    if not statement:
-        raise SqlSyntaxError("Empty query")
-    for token in statement:
-        if token.kind == "semi":
-            raise ReadOnlyViolationError(f"multiple statements are not allowed (';' at position {token.position})")
-    return statement
-
-
-def _check_first_keyword(statement: list[Token]) -> None:
-    """Checked last: callers may ask the engine to parse a statement that fails only this check."""
-    first = statement[0]
-    if first.kind == "punct" and first.text == "(":
-        return
-    if first.kind != "word" or first.text.upper() not in READ_STATEMENTS:
-        allowed = ", ".join(sorted(READ_STATEMENTS))
-        raise NotAReadStatementError(f"only {allowed} statements are allowed, got {first.text!r}")
-
-
-def _check_words(statement: list[Token]) -> None:
-    words = [token.text.upper() if token.kind == "word" else "" for token in statement]
-    for index, word in enumerate(words):
-        if word in WRITE_WORDS:
-            raise ReadOnlyViolationError(f"{word} at position {statement[index].position} writes data")
-        if word == "PARALLEL" and index + 1 < len(words) and words[index + 1] == "WITH":
-            raise ReadOnlyViolationError("PARALLEL WITH runs more than one statement")
-
-
-def _check_functions(statement: list[Token], denied: frozenset[str]) -> None:
-    """Refuse calls to denied functions, also when the name is a quoted identifier."""
-    for token, after in itertools.pairwise(statement):
-        if (after.kind, after.text) != ("punct", "("):
-            continue
-        if (token.kind, token.text) == ("punct", "}"):
-            raise ReadOnlyViolationError(f"a query parameter cannot name a function (position {after.position})")
-        if token.kind not in ("word", "quoted"):
-            continue
-        if token.kind == "quoted" and ("\\" in token.text or "`" in token.text or '"' in token.text):
-            raise ReadOnlyViolationError(f"escaped quoted function name at position {token.position}")
-        if token.text.lower() in denied:
-            raise ReadOnlyViolationError(
-                f"function {token.text}() at position {token.position} reaches outside the database"
-            )
-
-
-def output_format(statement: list[Token]) -> str | None:
+def output_format(tokens: list[Token]) -> str | None:
     """The name in a top-level trailing ``FORMAT name [SETTINGS ...]`` clause, if any."""
+    statement = [token for token in tokens if token.kind != "semi"]
     depth, found = 0, None
     for index, token in enumerate(statement):
         if token.kind == "punct" and token.text in "([":

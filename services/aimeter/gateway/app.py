@@ -233,11 +233,23 @@ class Gateway:
         event_id = str(new_event_id())
         call = Call(spec, upstream_target(backend, match, route.upstream_model or request.model, query), body,
                     upstream_headers(backend, self._credentials[name], headers), stream, injected, event_id)
-        outcome = await self.forwarder.forward(call, send, receive)
+        last: list[dict[str, Any]] = []
+
+        async def send_all_but_last(message: dict[str, Any]) -> None:
+            # The answer's last message waits until its event is journaled (publisher.py): a kill -9 in
+            # between loses a request the client never saw answered, never an answered one.
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                last.append(message)
+            else:
+                await send(message)
+
+        outcome = await self.forwarder.forward(call, send_all_but_last, receive)
         if stream and 200 <= outcome.http_status < 300:  # the upstream took the prompt, so it bills it
             outcome.extracted = with_prompt_estimate(outcome.extracted, request.json)
         self._emit(request, name, backend, outcome, event_id=event_id, started=started, stream=stream,
                    api=spec.api)
+        for message in last:
+            await send(message)
 
     def _emit(self, request: Request, name: str, backend: Backend, outcome: Outcome, *, event_id: str,
               started: datetime, stream: bool, api: str) -> None:

@@ -8,11 +8,9 @@ import gc
 import logging
 import signal
 
-from confluent_kafka import Consumer
-
 from aimeter.config import GatewayConfig
-from aimeter.kafka_admin import ensure_topics
-from aimeter.pricer.consumer import ConsumerLoop, consumer_config
+from aimeter.kafka_admin import ensure_topics_in_background
+from aimeter.pricer.consumer import pricer_consumer
 from aimeter.pricer.gpu_periods import sync_gpu_periods
 from aimeter.pricer.overrides_load import load_price_book
 from aimeter.pricer.service import BatchWriter, DeadLetters
@@ -34,12 +32,11 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     written = sync_gpu_periods(client, config)
     if written:
         log.info("wrote %d GPU cost period rows from the config", written)
-    await asyncio.to_thread(ensure_topics, bootstrap)
+    ensure_topics_in_background(bootstrap, "pricer")  # Kafka may come later: the pricer waits, serving queries
     print(f"pricer: prices from {book.version}", flush=True)
     dead_letters = DeadLetters(bootstrap)
     writer = BatchWriter(client, book, dead_letters.send, settings.fault_insert_fail_file)
-    consumer = ConsumerLoop(lambda: Consumer(consumer_config(bootstrap, settings.pricer_group)), writer.write,
-                            batch_max=settings.pricer_batch_max)
+    consumer = pricer_consumer(bootstrap, settings.pricer_group, writer.write, settings.pricer_batch_max)
     consumer.subscribe()
     # The price book, config and migrations are long-lived: moving them out of the collector's view makes
     # every later collection of the per-batch garbage cheaper (measured ~25% of build_batch).

@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import KafkaError, Message, Producer
 
 from aimeter.events import DLQ_TOPIC
+from aimeter.kafka_log import quiet_client
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.rows import Batch, build_batch
 from aimeter.pricer.write import insert_batch
@@ -37,7 +38,8 @@ class DeadLetters:
         self.timeout_s = timeout_s
         self.producer = Producer({"bootstrap.servers": bootstrap, "client.id": "aimeter-pricer-dlq",
                                   "enable.idempotence": True, "acks": "all",
-                                  "message.timeout.ms": int(timeout_s * 1000)})
+                                  "message.timeout.ms": int(timeout_s * 1000),
+                                  **quiet_client(bootstrap, "pricer-dlq")})
 
     def send(self, poison: list[tuple[bytes, str]]) -> None:
         failed: list[str] = []

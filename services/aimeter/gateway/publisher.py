@@ -1,15 +1,22 @@
-"""Publishes usage events to Kafka off the request path; what Kafka refuses goes to the spool.
+"""Publishes usage events to Kafka off the request path, from a local journal that survives the process.
 
-``produce()`` only enqueues into librdkafka (~5 µs); batching, retries and delivery reports run
-in librdkafka's threads and one poll thread of ours, never on the event loop. That thread also
-re-publishes the spool once the cluster answers again, and persists the per-hour count of
-events this gateway emitted (what ``aimeter reconcile`` compares with ClickHouse).
+Per event, on the request path: one ``pwrite`` into the journal's page cache (``journal.py``), then
+``produce()``, which only enqueues into librdkafka (~5 µs); batching, retries and delivery reports run
+in librdkafka's threads and one poll thread of ours, never on the event loop. Kafka need not answer
+for the gateway to serve: events wait in librdkafka, then in the spool.
+
+What Kafka refuses (delivery timeout, full local queue, shutdown) goes to the fsync'ed spool and is
+re-published once the cluster answers again. If the spool cannot take it (full, or its disk is), the
+event is handed back to librdkafka and kept in memory, and the journal segments are kept too, so a
+crash still finds it at the next start. A journal segment is retired (its per-hour counts folded into
+the counts file that ``aimeter reconcile`` reads, then the file deleted) once every event in it was
+acknowledged or spooled: librdkafka reports every message within ``message.timeout.ms``, so a segment
+closed longer ago than that (plus a margin for the report to be served) is settled.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
@@ -18,14 +25,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from aimeter.events import USAGE_TOPIC, UsageEvent, cloudevent_headers
+from aimeter.gateway.journal import Journal, hour_counts, load_counts, read_records, save_counts
 from aimeter.gateway.spool import Spool
+from aimeter.kafka_log import KafkaLog
 
 log = logging.getLogger(__name__)
 REPLAY_EVERY_S = 2.0
-COUNTS_EVERY_S = 1.0
+SETTLE_MARGIN_S = 5.0  # after message.timeout.ms: librdkafka's timeout scan runs every second, then poll()
 
 
 @dataclass
@@ -33,7 +43,8 @@ class PublisherStats:
     emitted: int = 0
     spooled: int = 0
     replayed: int = 0
-    dropped: int = 0
+    held: int = 0  # the spool could not take a refused event: handed back to librdkafka, kept in memory
+    dropped: int = 0  # given up: neither the spool nor librdkafka's queue could take it
 
 
 def encode_event(event: UsageEvent) -> bytes:
@@ -50,20 +61,45 @@ def hour_of(started_at: datetime) -> str:
     return _hour_label(int(started_at.timestamp()) // 3600)
 
 
+class StateLog:
+    """One log line when a condition starts and one when it ends, with what happened meanwhile."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.since: float | None = None
+
+    def update(self, bad: bool, detail: str) -> None:
+        if bad and self.since is None:
+            self.since = time.monotonic()
+            log.error("%s: %s", self.name, detail)
+        elif not bad and self.since is not None:
+            log.warning("%s: recovered after %.1f s; %s", self.name, time.monotonic() - self.since, detail)
+            self.since = None
+
+
 class KafkaPublisher:
     def __init__(self, bootstrap: str, spool_path: Path, source: str, *, counts_path: Path | None = None,
-                 topic: str = USAGE_TOPIC, delivery_timeout_s: float = 30.0, spool_max_bytes: int = 256 << 20,
-                 fail_closed: bool = False) -> None:
+                 journal_dir: Path | None = None, topic: str = USAGE_TOPIC, delivery_timeout_s: float = 30.0,
+                 spool_max_bytes: int = 256 << 20, fail_closed: bool = False,
+                 journal_segment_bytes: int = 8 << 20) -> None:
         self.topic = topic
         self.fail_closed = fail_closed
         self.source = source
         self.spool = Spool(spool_path, spool_max_bytes)
-        self.counts_path = counts_path
+        self.journal = Journal(journal_dir or spool_path.with_suffix(".journal"),
+                               segment_bytes=journal_segment_bytes)
+        self.counts_path = counts_path or spool_path.with_suffix(".counts.json")
+        self.settle_s = delivery_timeout_s + SETTLE_MARGIN_S
         self.stats = PublisherStats()
-        self.spool_full = False
-        self._counts: Counter[str] = Counter()
-        self._counts_dirty = False
-        self._lock = threading.Lock()
+        self.kafka_log = KafkaLog("gateway", bootstrap)
+        self._unjournaled_hours: Counter[str] = Counter()
+        self._unjournaled_lock = threading.Lock()
+        self._hours: Counter[str] = Counter()  # folded per-hour counts (the counts file), and the last folded segment
+        self._through = 0
+        self._held_at = -1e18  # monotonic time of the last event the spool could not take
+        self._spool_state = StateLog("spool")
+        self._journal_state = StateLog("journal")
+        self._errors_seen: set[str] = set()
         self._producer = Producer({
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,  # broker-side dedup of producer retries
@@ -80,33 +116,43 @@ class KafkaPublisher:
             # take the GIL from the request path thousands of times a second.
             "delivery.report.only.error": True,
             "on_delivery": self._on_delivery,
+            **self.kafka_log.client_config(),
         })
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
 
     def start(self) -> None:
-        self._load_counts()
+        """Replay what a previous process left (journal segments, spool), then take appends. Never waits for Kafka."""
+        self._hours, self._through = load_counts(self.counts_path)
+        self._replay_journal()
+        self.journal.open()
         self._poller.start()
         self.replay_spool()
 
     def accepting(self) -> bool:
-        """False only under the fail-closed policy with a full spool: then the gateway answers 503."""
-        return not (self.fail_closed and self.spool_full)
+        """False only under the fail-closed policy when the journal has no room allocated for the next event:
+        then the gateway answers 503 before forwarding, so no answered request goes unrecorded."""
+        return not self.fail_closed or self.journal.can_keep()
 
     def metrics(self) -> dict[str, float]:
-        stats = self.stats
+        stats, journal = self.stats, self.journal
         return {"aimeter_events_emitted_total": stats.emitted,
+                "aimeter_events_journaled_total": journal.appended,
+                "aimeter_events_unjournaled_total": journal.unjournaled,
                 "aimeter_events_spooled_total": stats.spooled, "aimeter_events_replayed_total": stats.replayed,
+                "aimeter_events_held_in_memory_total": stats.held,
                 "aimeter_events_dropped_total": stats.dropped, "aimeter_spool_bytes": self.spool.depth_bytes(),
+                "aimeter_journal_bytes": journal.depth_bytes(),
+                "aimeter_journal_full": float(not journal.can_keep()),
+                "aimeter_spool_failing": float(self._spool_state.since is not None),
+                "aimeter_kafka_down": float(self.kafka_log.down),
                 "aimeter_producer_queue_length": len(self._producer)}
 
     def publish_encoded(self, payload: bytes, event_id: str, started_at: datetime, ended_at: datetime) -> None:
-        """Enqueue one encoded event (gateway/event_json.py). Never raises: a full local queue or a dead
-        broker spools instead."""
-        hour = hour_of(started_at)
-        with self._lock:
-            self._counts[hour] += 1
-            self._counts_dirty = True
+        """Journal, then enqueue, one encoded event (gateway/event_json.py). Never raises."""
+        if not self.journal.append(payload):
+            with self._unjournaled_lock:  # only when the disk is full; saved to the counts file by the poll thread
+                self._unjournaled_hours[hour_of(started_at)] += 1
         self.stats.emitted += 1
         self._produce(payload, event_id, ended_at.isoformat())
 
@@ -120,31 +166,66 @@ class KafkaPublisher:
             self._to_spool(payload, f"produce failed: {exc}")
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._to_spool(msg.value() or b"", f"delivery failed: {err}")
+        if err is None:
+            return
+        payload = msg.value() or b""
+        if self.spool.append(payload):
+            self.stats.spooled += 1
+            self._spool_state.update(False, f"spool {self.spool.path} takes events again; "
+                                            f"{self.stats.held} held in memory so far")
+            return
+        self._hold(payload, msg, f"delivery failed: {err}")
+
+    def _hold(self, payload: bytes, msg: Message, why: str) -> None:
+        """The spool cannot take it: back into librdkafka's queue (memory); the journal keeps it across a crash."""
+        self._held_at = time.monotonic()
+        self._spool_state.update(True, f"cannot keep refused events in {self.spool.path} ({self.spool.last_error}; "
+                                       f"{why}); keeping them in memory and in the journal until Kafka takes them")
+        try:
+            self._producer.produce(self.topic, payload, key=msg.key(), headers=msg.headers())
+            self.stats.held += 1
+        except (BufferError, KafkaException):
+            self.stats.dropped += 1
+            log.error("usage event DROPPED: spool %s cannot take it (%s) and librdkafka's queue is full; "
+                      "%d dropped so far", self.spool.path, self.spool.last_error, self.stats.dropped)
 
     def _to_spool(self, payload: bytes, why: str) -> None:
         if self.spool.append(payload):
             self.stats.spooled += 1
-            log.warning("usage event spooled to %s (%s)", self.spool.path, why)
-        else:
-            self.spool_full = True
-            self.stats.dropped += 1
-            log.error("usage event DROPPED: spool %s is full (%s)", self.spool.path, why)
+            return
+        self.stats.dropped += 1
+        self._spool_state.update(True, f"usage events DROPPED: {self.spool.last_error} ({why})")
+
+    def _replay_journal(self) -> None:
+        """Segments a previous process left: fold those already settled, re-publish the rest."""
+        replayed = 0
+        for segment in self.journal.recover():
+            if segment.seq <= self._through:  # counted and settled; only its deletion was interrupted
+                segment.path.unlink(missing_ok=True)
+                continue
+            for line in read_records(segment.path):
+                replayed += self._republish(line)
+            segment.closed_at = time.monotonic()
+            self.journal.closed.append(segment)
+        if replayed:
+            self.stats.replayed += replayed
+            log.warning("journal: re-published %d events left by a previous process (duplicates of events Kafka "
+                        "already had collapse on event_id)", replayed)
+
+    def _republish(self, line: bytes) -> int:
+        try:
+            event = orjson.loads(line)
+            event_id, ended = str(event["event_id"]), str(event["ended_at"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.error("unreadable journaled or spooled event kept out of Kafka: %r", line[:200])
+            return 0
+        self._produce(line, event_id, ended)
+        return 1
 
     def replay_spool(self) -> int:
         """Re-publish spooled events; failures are spooled again by their delivery reports."""
-        count = 0
-        for line in self.spool.take():
-            try:
-                event = UsageEvent.model_validate_json(line)
-            except ValueError:
-                log.error("unreadable spooled event kept out of Kafka: %r", line[:200])
-                continue
-            self._produce(line, str(event.event_id), event.ended_at.isoformat())
-            count += 1
+        count = sum(self._republish(line) for line in self.spool.take())
         if count:
-            self.spool_full = False
             self.stats.replayed += count
             log.info("re-published %d spooled usage events", count)
         return count
@@ -154,36 +235,67 @@ class KafkaPublisher:
             self._producer.list_topics(self.topic, timeout=2.0)
         except KafkaException:
             return False
+        self.kafka_log.answered()
         return True
 
     def _poll_loop(self) -> None:
-        last_replay = last_counts = time.monotonic()
+        last_replay = time.monotonic()
         while not self._stop.is_set():
-            self._producer.poll(0.2)
-            now = time.monotonic()
-            if now - last_counts >= COUNTS_EVERY_S:
-                self.save_counts()
-                last_counts = now
-            if now - last_replay >= REPLAY_EVERY_S:
-                last_replay = now  # (checked every REPLAY_EVERY_S, not on every poll wake-up: each is a stat())
-                if self.spool.depth_bytes() and len(self._producer) == 0 and self._kafka_answers():
-                    self.replay_spool()
+            try:
+                self._producer.poll(0.2)
+                self.journal.prepare()
+                self._report_states()
+                self.retire_settled()
+                now = time.monotonic()
+                if now - last_replay >= REPLAY_EVERY_S:
+                    last_replay = now  # (not on every wake-up: each check is a stat() or a metadata request)
+                    if (self.kafka_log.down or (self.spool.depth_bytes() and len(self._producer) == 0)) \
+                            and self._kafka_answers() and self.spool.depth_bytes():
+                        self.replay_spool()
+            except Exception as exc:
+                if type(exc).__name__ not in self._errors_seen:
+                    self._errors_seen.add(type(exc).__name__)
+                    log.exception("publisher thread: %s (it keeps running)", exc)
+                self._stop.wait(0.5)
 
-    def _load_counts(self) -> None:
-        if self.counts_path is not None and self.counts_path.exists():
-            self._counts.update(json.loads(self.counts_path.read_text(encoding="utf-8")))
+    def _report_states(self) -> None:
+        journal = self.journal
+        full = not journal.can_keep()
+        policy = "answering 503 before forwarding (policy closed)" if self.fail_closed else \
+            "still serving; new events are kept in memory only (policy open)"
+        self._journal_state.update(
+            full, f"no room for the next segment in {journal.directory} ({journal.appended} events journaled, "
+                  f"{journal.unjournaled} not); {policy}" if full else
+                  f"{journal.unjournaled} events could not be journaled meanwhile")
 
-    def save_counts(self) -> None:
-        """Persist per-hour emitted counts (atomic rename), so a restart keeps counting from where it was."""
-        if self.counts_path is None or not self._counts_dirty:
-            return
-        with self._lock:
-            snapshot = dict(self._counts)
-            self._counts_dirty = False
-        self.counts_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.counts_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(snapshot, sort_keys=True), encoding="utf-8")
-        tmp.replace(self.counts_path)
+    def retire_settled(self, *, everything: bool = False) -> int:
+        """Fold the counts of settled journal segments into the counts file, then delete them."""
+        now = time.monotonic()
+        if everything:
+            closed_before = now + 1
+        elif now < self._held_at + self.settle_s:
+            closed_before = -1.0  # events the spool could not take are in flight again: keep every segment
+        else:
+            closed_before = now - self.settle_s
+        done = list(self.journal.retirable(closed_before))
+        unjournaled = self._take_unjournaled()
+        if not done and not unjournaled:
+            return 0
+        for segment in done:
+            self._hours.update(hour_counts(read_records(segment.path)))
+            self._through = max(self._through, segment.seq)
+        self._hours.update(unjournaled)
+        save_counts(self.counts_path, self._hours, self._through)
+        for segment in done:
+            segment.path.unlink(missing_ok=True)
+        return len(done)
+
+    def _take_unjournaled(self) -> Counter[str]:
+        if not self._unjournaled_hours:
+            return Counter()
+        with self._unjournaled_lock:
+            taken, self._unjournaled_hours = self._unjournaled_hours, Counter()
+        return taken
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush; anything still undelivered after ``timeout`` is purged into the spool, not lost."""
@@ -194,4 +306,12 @@ class KafkaPublisher:
         self._stop.set()
         if self._poller.is_alive():
             self._poller.join(timeout=5)
-        self.save_counts()
+        self.journal.close()
+        # Every event is now in Kafka or in the spool, unless the spool failed: then the journal keeps them.
+        if len(self._producer) == 0 and self._spool_state.since is None:
+            self.retire_settled(everything=True)
+        else:
+            self.retire_settled()
+            log.error("gateway: %d journal segments kept in %s (the spool could not take every undelivered "
+                      "event); they are re-published at the next start", len(self.journal.closed),
+                      self.journal.directory)

@@ -19,7 +19,7 @@ from aimeter.gateway.app import Gateway
 from aimeter.gateway.keys import KeyFile
 from aimeter.gateway.publisher import KafkaPublisher
 from aimeter.gateway.server import Server, StartupError
-from aimeter.kafka_admin import ensure_topics
+from aimeter.kafka_admin import ensure_topics_in_background
 from aimeter.settings import Settings
 
 
@@ -48,11 +48,12 @@ class _UvicornServer(uvicorn.Server):
 
 def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
     """Serve until SIGTERM/SIGINT, then flush the publisher; undelivered events go to the spool."""
-    ensure_topics(bootstrap)
+    ensure_topics_in_background(bootstrap, "gateway")  # the gateway serves (and journals) before Kafka answers
+    spool_dir = settings.resolved_spool_dir
     publisher = KafkaPublisher(
-        bootstrap, settings.data_dir / "spool" / f"{settings.gateway_id}.jsonl",
-        source=f"/aimeter/gateway/{settings.gateway_id}",
+        bootstrap, spool_dir / f"{settings.gateway_id}.jsonl", source=f"/aimeter/gateway/{settings.gateway_id}",
         counts_path=settings.data_dir / "counts" / f"{settings.gateway_id}.json",
+        journal_dir=spool_dir / f"{settings.gateway_id}.journal", journal_segment_bytes=settings.journal_segment_bytes,
         delivery_timeout_s=settings.kafka_delivery_timeout_s, spool_max_bytes=settings.spool_max_bytes,
         fail_closed=settings.spool_full_policy == "closed")
     publisher.start()
@@ -87,5 +88,6 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
     finally:
         publisher.close()
         stats = publisher.stats
-        print(f"gateway: stopped; events emitted={stats.emitted} "
-              f"spooled={stats.spooled} replayed={stats.replayed} dropped={stats.dropped}", flush=True)
+        print(f"gateway: stopped; events emitted={stats.emitted} journaled={publisher.journal.appended} "
+              f"unjournaled={publisher.journal.unjournaled} spooled={stats.spooled} replayed={stats.replayed} "
+              f"held={stats.held} dropped={stats.dropped}", flush=True)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from aimeter.events import USAGE_TOPIC
+from aimeter.kafka_log import KafkaLog
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
@@ -29,8 +30,10 @@ SESSION_TIMEOUT_MS = 10_000
 REJOIN_DEADLINE_S = 3 * SESSION_TIMEOUT_MS / 1000
 
 
-def consumer_config(bootstrap: str, group: str) -> dict[str, object]:
+def consumer_config(bootstrap: str, group: str, kafka_log: KafkaLog | None = None) -> dict[str, object]:
+    """With ``kafka_log``, librdkafka's log is one line per broker state change (kafka_log.py)."""
     return {
+        **(kafka_log.client_config() if kafka_log is not None else {}),
         "bootstrap.servers": bootstrap, "group.id": group, "client.id": "aimeter-pricer",
         "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
         # 10 s (librdkafka's default is 45 s): a dead pricer's partitions move to a live one sooner.
@@ -64,8 +67,9 @@ class ConsumerLoop:
     """Runs on its own thread until :meth:`stop`; a fatal Kafka error ends it with an exception."""
 
     def __init__(self, make_consumer: Callable[[], Consumer], write: Callable[[list[bytes]], int], *,
-                 batch_max: int, poll_timeout_s: float = 0.5) -> None:
+                 batch_max: int, poll_timeout_s: float = 0.5, kafka_log: KafkaLog | None = None) -> None:
         self.make_consumer = make_consumer
+        self.kafka_log = kafka_log
         self.consumer = make_consumer()
         self.lost_at: float | None = None  # monotonic time of a lost session not yet followed by an assignment
         self.replaced = 0
@@ -99,6 +103,8 @@ class ConsumerLoop:
         values, offsets = self._poll()
         if not values:
             return 0
+        if self.kafka_log is not None and self.kafka_log.down:
+            self.kafka_log.answered()
         try:
             written = self.write(values)
         except Exception as exc:  # noqa: BLE001 - any failure: redeliver the batch, never commit past it
@@ -139,6 +145,9 @@ class ConsumerLoop:
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
             raise KafkaException(err)
+        if self.kafka_log is not None:  # one line per broker state change
+            self.kafka_log.error(err)
+            return
         text = str(err)
         if text != self._last_error:  # a broker outage repeats the same error many times a second
             log.warning("Kafka: %s (the consumer keeps polling and resumes when the broker answers)", text)
@@ -176,6 +185,8 @@ class ConsumerLoop:
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._last_error = ""
         self.lost_at = None
+        if self.kafka_log is not None:
+            self.kafka_log.answered()
         log.info("assigned %s", _describe(partitions))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -184,6 +195,13 @@ class ConsumerLoop:
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.lost_at = time.monotonic()
         log.warning("lost %s (session timed out); rejoining the group", _describe(partitions))
+
+
+def pricer_consumer(bootstrap: str, group: str, write: Callable[[list[bytes]], int], batch_max: int) -> ConsumerLoop:
+    """The pricer's loop; it starts whether or not Kafka answers, and logs one line per broker state change."""
+    kafka_log = KafkaLog("pricer", bootstrap)
+    return ConsumerLoop(lambda: Consumer(consumer_config(bootstrap, group, kafka_log)), write,
+                        batch_max=batch_max, kafka_log=kafka_log)
 
 
 def _describe(partitions: list[TopicPartition]) -> str:

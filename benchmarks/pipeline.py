@@ -37,6 +37,7 @@ from aimeter.events import (
 from aimeter.events.ids import new_event_id
 from aimeter.gateway.publisher import encode_event
 from aimeter.local.kafka import free_port
+from aimeter.store.query_auth import PASSWORD_FILE_NAME, READER_USER, read_password
 from benchmarks import httpload
 from benchmarks.procs import SUT_CORE, Background, Procs, cpu_seconds, wait_http
 from benchmarks.suts import MODEL
@@ -46,10 +47,12 @@ FRESH_TEAM = "bench-fresh"
 POLL_S = 0.05
 
 
-def ch_query(port: int, sql: str, timeout: float = 10.0) -> str:
-    """One read through the pricer's ClickHouse HTTP endpoint; returns the TSV text."""
+def ch_query(port: int, data_dir: Path, sql: str, timeout: float = 10.0) -> str:
+    """One read through the pricer's ClickHouse HTTP endpoint, as its reader; returns the TSV text."""
     url = f"http://127.0.0.1:{port}/?" + urllib.parse.urlencode({"query": sql})
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+    password = read_password(data_dir / PASSWORD_FILE_NAME)
+    request = urllib.request.Request(url, headers={"X-ClickHouse-User": READER_USER, "X-ClickHouse-Key": password})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         return resp.read().decode()
 
 
@@ -167,7 +170,7 @@ def pricer_rate(procs: Procs, env: dict[str, str], work: Path, expected: int, ti
         samples = wait_committed(env["AIMETER_KAFKA_BOOTSTRAP"], child_env["AIMETER_PRICER_GROUP"], expected, timeout)
         others = background.cores()
         cpu_used = cpu_seconds(proc.pids()) - cpu_ready
-        rows = int(ch_query(port, "SELECT count() FROM usage_costs").strip() or 0)  # what the commits claim
+        rows = int(ch_query(port, data, "SELECT count() FROM usage_costs").strip() or 0)  # what the commits claim
     finally:
         procs.stop(proc)
     (t_first, n_first), (t_last, _) = samples[0], samples[-1]
@@ -208,7 +211,7 @@ def wait_committed(bootstrap: str, group: str, expected: int, timeout: float) ->
     return samples or [(time.perf_counter(), 0)]
 
 
-async def _freshness(url: str, headers: dict[str, str], body: bytes, query_port: int, count: int,
+async def _freshness(url: str, headers: dict[str, str], body: bytes, query: tuple[int, Path], count: int,
                      rate: float) -> list[float]:
     pool = httpload.Pool(url, body, headers)
     ended: dict[str, float] = {}
@@ -232,7 +235,7 @@ async def _freshness(url: str, headers: dict[str, str], body: bytes, query_port:
         pending = [i for i in ended if i not in seen]
         if pending:
             ids = ",".join(f"'{i}'" for i in pending[:500])
-            text = await asyncio.to_thread(ch_query, query_port, "SELECT toString(event_id) FROM usage_costs "
+            text = await asyncio.to_thread(ch_query, *query, "SELECT toString(event_id) FROM usage_costs "
                                            f"WHERE team = '{FRESH_TEAM}' AND event_id IN ({ids})")
             now = time.perf_counter()
             for line in text.split():
@@ -247,10 +250,10 @@ async def _freshness(url: str, headers: dict[str, str], body: bytes, query_port:
     return [seen[i] - ended[i] for i in ended]
 
 
-def freshness(url: str, headers: dict[str, str], body: bytes, query_port: int, count: int,
+def freshness(url: str, headers: dict[str, str], body: bytes, query: tuple[int, Path], count: int,
               rate: float) -> dict[str, Any]:
     """Freshness of ``count`` requests sent at ``rate``/s, in ms (poll period POLL_S bounds the resolution)."""
-    lags = sorted(httpload.run(_freshness(url, headers, body, query_port, count, rate)))
+    lags = sorted(httpload.run(_freshness(url, headers, body, query, count, rate)))
     if not lags:
         raise RuntimeError("freshness: no request through the gateway succeeded")
     p99 = lags[min(len(lags) - 1, round(0.99 * (len(lags) - 1)))]

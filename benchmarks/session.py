@@ -227,7 +227,7 @@ class Session:
         gateway = next(t for t in self.targets if t.name == "gateway")
         headers = {"Authorization": f"Bearer {self.fresh_key}"}
         for rep in range(self.plan.reps):
-            result = pipeline.freshness(gateway.url, headers, phases.body(0), self.query_port,
+            result = pipeline.freshness(gateway.url, headers, phases.body(0), (self.query_port, self.work),
                                         self.plan.fresh_count, self.plan.fresh_rate)
             log(f"freshness rep {rep}: p50 {result['p50_ms']} ms p99 {result['p99_ms']} ms")
             self.runs.append({"phase": "freshness", "rep": rep, "target": "gateway", **result})

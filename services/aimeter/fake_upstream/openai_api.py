@@ -42,7 +42,7 @@ def _timings(answer: Answer) -> JsonDict | None:
 def chat_whole(answer: Answer) -> JsonDict:
     plan = answer.plan
     obj = shapes.completion_object(_envelope(answer, "chatcmpl-"), content_text(plan.words), plan.finish_reason,
-                                   plan.usage)
+                                   plan.usage, plan.style.dialect)
     if plan.timings:
         obj["timings"] = _timings(answer)
     return obj

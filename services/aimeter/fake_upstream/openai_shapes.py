@@ -42,14 +42,50 @@ class Envelope(NamedTuple):
 
 
 class StreamStyle(NamedTuple):
-    """The request's `stream_options`: where `usage` and `obfuscation` appear."""
+    """The request's `stream_options`: where `usage` and `obfuscation` appear; `dialect`: whose usage fields."""
 
     include_usage: bool = False
     obfuscate: bool = True
+    dialect: str = ""  # "" (OpenAI), or an OpenAI-compatible provider that reports usage its own way (DIALECTS)
 
 
-def usage_object(usage: Usage) -> JsonDict:
+def deepseek_usage(usage: Usage) -> JsonDict:
+    """DeepSeek's `usage` (API reference, context-caching guide): cache hits and misses in its own top-level
+    fields, `prompt_cache_hit_tokens + prompt_cache_miss_tokens = prompt_tokens`; no `prompt_tokens_details`."""
+    obj: JsonDict = {
+        "prompt_tokens": usage.prompt,
+        "completion_tokens": usage.completion,
+        "total_tokens": usage.prompt + usage.completion,
+        "prompt_cache_hit_tokens": usage.cached,
+        "prompt_cache_miss_tokens": usage.prompt - usage.cached,
+    }
+    if usage.reasoning:  # deepseek-reasoner: reasoning inside completion_tokens, as OpenAI counts it
+        obj["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning}
+    return obj
+
+
+def xai_usage(usage: Usage) -> JsonDict:
+    """xAI's `usage` (reasoning guide): `completion_tokens` EXCLUDES `reasoning_tokens`, and `total_tokens` is
+    prompt + completion + reasoning; cached tokens inside `prompt_tokens_details` as OpenAI's."""
+    return {
+        "prompt_tokens": usage.prompt,
+        "completion_tokens": usage.completion - usage.reasoning,
+        "total_tokens": usage.prompt + usage.completion,
+        "prompt_tokens_details": {"text_tokens": usage.prompt, "audio_tokens": 0, "image_tokens": 0,
+                                  "cached_tokens": usage.cached},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning, "audio_tokens": 0,
+                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        "num_sources_used": 0,
+    }
+
+
+DIALECTS = {"deepseek": deepseek_usage, "xai": xai_usage}
+
+
+def usage_object(usage: Usage, dialect: str = "") -> JsonDict:
     """OpenAI's `usage`: `prompt_tokens` includes cached (and cache-write) tokens, as the API reports them."""
+    if dialect:
+        return DIALECTS[dialect](usage)
     prompt_details = {"cached_tokens": usage.cached, "audio_tokens": 0}
     if usage.cache_write:
         prompt_details["cache_write_tokens"] = usage.cache_write
@@ -67,7 +103,7 @@ def usage_object(usage: Usage) -> JsonDict:
     }
 
 
-def completion_object(env: Envelope, content: str, finish_reason: str, usage: Usage) -> JsonDict:
+def completion_object(env: Envelope, content: str, finish_reason: str, usage: Usage, dialect: str = "") -> JsonDict:
     """A non-streaming `chat.completion` with one assistant choice."""
     message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
     return {
@@ -76,7 +112,7 @@ def completion_object(env: Envelope, content: str, finish_reason: str, usage: Us
         "created": env.created,
         "model": env.model,
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
-        "usage": usage_object(usage),
+        "usage": usage_object(usage, dialect),
         "service_tier": SERVICE_TIER,
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
@@ -94,7 +130,7 @@ def chunk_object(env: Envelope, style: StreamStyle, choices: list[JsonDict], usa
         "choices": choices,
     }
     if style.include_usage:
-        chunk["usage"] = None if usage is None else usage_object(usage)
+        chunk["usage"] = None if usage is None else usage_object(usage, style.dialect)
     if style.obfuscate:
         chunk["obfuscation"] = OBFUSCATION
     return chunk
@@ -162,7 +198,7 @@ def text_completion_object(env: Envelope, choices: list[JsonDict], usage: Usage 
     obj: JsonDict = {"id": env.id, "object": "text_completion", "created": env.created, "model": env.model,
                      "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices}
     if usage is not None or style.include_usage:
-        obj["usage"] = None if usage is None else usage_object(usage)
+        obj["usage"] = None if usage is None else usage_object(usage, style.dialect)
     return obj
 
 

@@ -22,8 +22,12 @@ made of whitespace-separated `key=value` pairs after `fake:`, in any order, any 
     gap_ms          wait between streamed content deltas
     drop            stream only this many content deltas, then cut the connection
     error_after     stream this many content deltas, then the API's in-stream error event, then end
+    linger_ms       after a stream's last event, wait this long before ending the response (an upstream or
+                    load balancer slow to close; the client has its whole answer already)
     status          answer with this HTTP error (400-599) in the API's error shape
     served          model name to report instead of the requested one
+    dialect         OpenAI Chat / Completions usage as an OpenAI-compatible provider writes it:
+                    deepseek (prompt_cache_hit/miss_tokens) or xai (reasoning outside completion_tokens)
     timings         1: add llama.cpp's `timings` object (OpenAI-compatible Chat and Completions)
     frozen          1: fixed ids and timestamps, so two answers can be compared byte for byte
     malformed       1-5: a broken whole answer: cut JSON, bad UTF-8, negative / absent / absurd counts
@@ -57,7 +61,7 @@ from aimeter.fake_upstream.bodies import (
     read_chat,
 )
 from aimeter.fake_upstream.common import Usage
-from aimeter.fake_upstream.openai_shapes import StreamStyle
+from aimeter.fake_upstream.openai_shapes import DIALECTS, StreamStyle
 
 __all__ = ["Plan", "RequestError", "build_plan", "count_prompt_tokens", "message_text", "parse_directive", "plan_for"]
 
@@ -72,10 +76,11 @@ MAX_WAIT_MS = 600_000
 _USAGE_KEYS = ("prompt", "completion", "cached", "reasoning", "cache_write_5m", "cache_write_1h")
 _INT_KEYS = frozenset(
     {*_USAGE_KEYS, "chunks", "words", "latency_ms", "gap_ms", "drop", "error_after", "status", "timings", "frozen",
-     "malformed"}
+     "linger_ms", "malformed"}
 )
 _ALIASES = {"thoughts": "reasoning"}
-_KNOWN = ", ".join(sorted(_INT_KEYS | set(_ALIASES) | {"served"}))
+_TEXT_KEYS = {"served": None, "dialect": frozenset(DIALECTS)}  # keys with text values; None: any text
+_KNOWN = ", ".join(sorted(_INT_KEYS | set(_ALIASES) | set(_TEXT_KEYS)))
 _DIRECTIVE = re.compile(r"fake:((?:[ \t]+[a-z_0-9]+=\S+)+)")
 
 
@@ -97,6 +102,7 @@ class Plan(NamedTuple):
     timings: bool = False
     frozen: bool = False  # fixed ids and timestamps, so two answers can be compared byte for byte
     malformed: int = 0  # a broken whole answer on purpose (see fake_upstream/malformed.py)
+    linger_s: float = 0.0  # wait after a stream's last event before ending the response
 
 
 def parse_directive(text: str) -> dict[str, int | str]:
@@ -110,7 +116,11 @@ def parse_directive(text: str) -> dict[str, int | str]:
     for pair in match.group(1).split():
         key, _, value = pair.partition("=")
         key = _ALIASES.get(key, key)
-        if key == "served":
+        if key in _TEXT_KEYS:
+            allowed = _TEXT_KEYS[key]
+            if allowed is not None and value not in allowed:
+                raise RequestError(f"Fake directive {key!r} must be one of {', '.join(sorted(allowed))}, "
+                                   f"got {value!r}.")
             found[key] = value
         elif key not in _INT_KEYS:
             raise RequestError(f"Unknown fake directive key {key!r} in {pair!r}; known keys: {_KNOWN}.", "messages")
@@ -127,6 +137,7 @@ _LIMITS = {
     "words": MAX_PIECES,
     "latency_ms": MAX_WAIT_MS,
     "gap_ms": MAX_WAIT_MS,
+    "linger_ms": MAX_WAIT_MS,
     "timings": 1,
     "frozen": 1,
     "malformed": 5,
@@ -188,7 +199,7 @@ def plan_for(request: Request, default_latency_ms: float) -> Plan:
         words=max(words, chunks) if request.stream else words,
         chunks=chunks,
         stream=request.stream,
-        style=request.style,
+        style=request.style._replace(dialect=directive["dialect"]) if "dialect" in directive else request.style,
         latency_s=directive.get("latency_ms", default_latency_ms) / 1000,
         gap_s=directive.get("gap_ms", 0) / 1000,
         drop=directive.get("drop"),
@@ -197,6 +208,7 @@ def plan_for(request: Request, default_latency_ms: float) -> Plan:
         timings=directive.get("timings") == 1,
         frozen=directive.get("frozen") == 1,
         malformed=int(directive.get("malformed", 0)),
+        linger_s=directive.get("linger_ms", 0) / 1000,
     )
 
 

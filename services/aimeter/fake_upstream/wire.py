@@ -119,19 +119,22 @@ async def send_stream(
             await response.write(parts.error)
             await response.write_eof()
         else:
-            await _write_all(response, parts, plan.gap_s)
+            await _write_all(response, parts, plan.gap_s, plan.linger_s)
     except ConnectionResetError:
         log.debug("client left a stream early")
     return response
 
 
-async def _write_all(response: web.StreamResponse, parts: StreamParts, gap_s: float) -> None:
-    """The whole stream: in one write when no gap is asked (fast), else paced per delta."""
+async def _write_all(response: web.StreamResponse, parts: StreamParts, gap_s: float, linger_s: float = 0.0) -> None:
+    """The whole stream: in one write when no gap is asked (fast), else paced per delta; then, after
+    ``linger_s``, the end of the response."""
     if gap_s <= 0:
         await response.write(b"".join((parts.head, *parts.content, parts.tail)))
     else:
         await _write_paced(response, parts.head, parts.content, gap_s)
         await response.write(parts.tail)
+    if linger_s > 0:
+        await asyncio.sleep(linger_s)
     await response.write_eof()
 
 

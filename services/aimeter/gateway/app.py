@@ -27,7 +27,7 @@ from aimeter.gateway.errors import openai_error
 from aimeter.gateway.event_json import encode_usage_event
 from aimeter.gateway.keys import KeyFile, KeyRecord, verify
 from aimeter.gateway.proxy import Call, Forwarder, Outcome, Receive, Send, now, prepare_body, send_json
-from aimeter.gateway.streams import with_prompt_estimate
+from aimeter.gateway.streams import settle, usage_flags, usage_problem
 from aimeter.gateway.upstream import upstream_headers, upstream_target
 
 log = logging.getLogger(__name__)
@@ -244,8 +244,7 @@ class Gateway:
                 await send(message)
 
         outcome = await self.forwarder.forward(call, send_all_but_last, receive)
-        if stream and 200 <= outcome.http_status < 300:  # the upstream took the prompt, so it bills it
-            outcome.extracted = with_prompt_estimate(outcome.extracted, request.json)
+        outcome.extracted = settle(outcome.extracted, request.json, stream=stream, http_status=outcome.http_status)
         self._emit(request, name, backend, outcome, event_id=event_id, started=started, stream=stream,
                    api=spec.api)
         for message in last:
@@ -263,7 +262,8 @@ class Gateway:
                 model_requested=request.model, model_served=extracted.model_served[:128], stream=stream,
                 status=outcome.status, http_status=outcome.http_status, usage_source=extracted.source,
                 usage=extracted.usage, backend_compute_seconds=extracted.compute_seconds,
-                attribution=request.attribution,
+                attribution=request.attribution, usage_problem=usage_problem(outcome.problem, extracted),
+                upstream_error_type=extracted.error_type, usage_flags=usage_flags(extracted),
             )
             self.sink.publish_encoded(payload, event_id, started, ended)
         except Exception:

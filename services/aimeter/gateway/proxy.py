@@ -22,6 +22,7 @@ from aimeter.gateway.apis import ApiSpec
 from aimeter.gateway.http1 import Response, UpstreamError
 from aimeter.gateway.http1_pool import Pool
 from aimeter.gateway.sse import StreamScanner
+from aimeter.gateway.streams import stream_end
 from aimeter.gateway.usage import Extracted
 
 # Until the answer says otherwise; shared (Extracted and TokenUsage are frozen) so no request builds its own.
@@ -163,7 +164,7 @@ class Forwarder:
         await send({"type": "http.response.body", "body": data})
         outcome.extracted = parse_whole(spec, data)
         outcome.problem = outcome.extracted.problem
-        if resp.status >= 400:
+        if resp.status >= 400 or outcome.extracted.error_type:  # an error body, whatever its HTTP status
             outcome.status = Status.UPSTREAM_ERROR
 
     async def _relay_stream(self, call: Call, resp: Response, send: Send, receive: Receive,
@@ -183,18 +184,20 @@ class Forwarder:
             await asyncio.wait({pump, disconnect}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             disconnect.cancel()
-        if not pump.done():
+        cancelled = not pump.done()
+        if cancelled:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
-            outcome.status = Status.CLIENT_CANCELLED
         # Whatever usage the stream carried so far is kept (or estimated), even if it broke afterwards.
         outcome.extracted = scanner.usage() if scanner else parse_whole(spec, b"".join(whole))
         outcome.problem = scanner.problem if scanner else outcome.extracted.problem
-        if pump.done() and not pump.cancelled():
+        if not cancelled and not pump.cancelled():
             pump.result()  # re-raises upstream errors into forward()'s handlers
-            if scanner is not None and not scanner.complete:
-                outcome.status, outcome.problem = Status.BROKEN_STREAM, "stream ended before its documented end"
+        complete = scanner is not None and scanner.complete
+        outcome.status, reason = stream_end(framed=scanner is not None, complete=complete, cancelled=cancelled,
+                                            extracted=outcome.extracted)
+        outcome.problem = reason or outcome.problem
 
     @staticmethod
     async def _pump(resp: Response, send: Send, scanner: StreamScanner | None, whole: list[bytes]) -> None:

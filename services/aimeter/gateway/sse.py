@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from aimeter.events import TokenUsage, UsageSource
-from aimeter.gateway.streams import StreamUsage, estimate_tokens
+from aimeter.events import UsageSource
+from aimeter.gateway.streams import StreamUsage, estimate_output
 from aimeter.gateway.usage import Extracted
 
 _SSE_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -135,12 +135,7 @@ class StreamScanner:
         reported = self.reader.result()
         if reported.source is not UsageSource.NONE:
             return reported
-        text = "".join(self._text(p) for p in self._kept)
-        if not text:
-            return reported
-        estimate = TokenUsage(output_tokens=estimate_tokens(text))
-        return Extracted(estimate, UsageSource.ESTIMATED, reported.model_served,
-                         problem="stream carried no usage; output tokens estimated from the streamed text")
+        return estimate_output(reported, "".join(self._text(p) for p in self._kept))
 
     def _text(self, payload: bytes) -> str:
         try:

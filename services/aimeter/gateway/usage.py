@@ -6,22 +6,29 @@ response body (or stream events) to normalized token classes (see ``aimeter.even
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aimeter.events import TokenUsage, UsageSource
+from aimeter.events import TokenUsage, UsageFlag, UsageSource
 
 
 @dataclass(frozen=True, slots=True)
 class Extracted:
-    """What a response told us: tokens, how trustworthy they are, and the served model."""
+    """What a response told us: tokens, how trustworthy they are, and the served model.
+
+    ``problem`` says why usage is missing, partial or estimated; ``error_type`` is the provider's own
+    error type when the answer (a body, or an event inside a 200 stream) was an error; ``flags`` are
+    ``UsageFlag`` codes for implausible counts, which are kept as reported. All three reach the event.
+    """
 
     usage: TokenUsage
     source: UsageSource
     model_served: str = ""
     compute_seconds: float | None = None
     problem: str = ""
+    error_type: str = ""
+    flags: tuple[str, ...] = ()
 
 
 NO_USAGE = Extracted(TokenUsage(), UsageSource.NONE, problem="response carried no usage block")
@@ -43,13 +50,49 @@ def count(obj: Mapping[str, Any] | None, key: str) -> int:
 
 
 def checked(mapper: Callable[[Mapping[str, Any]], TokenUsage], usage: Mapping[str, Any], served: str,
-            source: UsageSource, problem: str = "", *, compute_seconds: float | None = None) -> Extracted:
+            source: UsageSource, problem: str = "", *, compute_seconds: float | None = None, error_type: str = "",
+            flags: tuple[str, ...] = ()) -> Extracted:
     """Map ``usage``; any bad value becomes ``UsageSource.NONE`` with the reason instead of an exception."""
     try:
         tokens = mapper(usage)
     except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"invalid usage: {exc}")
-    return Extracted(tokens, source, served, compute_seconds, problem)
+        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=joined(problem, f"invalid usage: {exc}"),
+                         error_type=error_type, flags=flags)
+    return Extracted(tokens, source, served, compute_seconds, problem, error_type, flags)
+
+
+def joined(*problems: str) -> str:
+    """Several reasons as one text, each once, in order."""
+    return "; ".join(dict.fromkeys(p for p in problems if p))
+
+
+def error_label(value: Any) -> str:
+    """A provider's error type or code as a short label ('' when absent); numbers (HTTP-like codes) as text."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    return str(value)[:128]
+
+
+class RunningCounts:
+    """Watches the running totals a stream repeats (Gemini's usageMetadata, Anthropic's message_delta, usage
+    on every OpenAI-compatible chunk): a total that goes down is implausible, flagged but never dropped."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.decreased = False
+
+    def see(self, usage: Mapping[str, Any], keys: Iterable[str]) -> None:
+        for key in keys:
+            value = usage.get(key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                continue
+            if value < self.last.get(key, 0):
+                self.decreased = True
+            self.last[key] = value
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (UsageFlag.USAGE_DECREASED.value,) if self.decreased else ()
 
 
 def details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
@@ -57,3 +100,42 @@ def details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) else None
 
 
+
+
+# Request fields that cap generated tokens per choice: OpenAI Chat (max_completion_tokens, legacy max_tokens),
+# Completions and Anthropic (max_tokens), the Responses API (max_output_tokens), and Ollama's options.num_predict
+# (-1 and -2 mean "no limit"). Gemini's is generationConfig.maxOutputTokens, checked apart (see below).
+_LIMIT_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+_CHOICE_KEYS = ("n", "best_of")  # completions billed per choice; best_of ones are generated and billed too
+# "Far above": an upstream stops at its limit; a little over it is tokenizer noise (stop tokens, n choices
+# summed), 1.5x plus 16 tokens is not.
+SLACK_RATIO, SLACK_TOKENS = 1.5, 16
+
+
+def _positive(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _request_limit(request: Mapping[str, Any]) -> tuple[int, int, bool]:
+    """(token limit per choice or 0, number of choices, whether reasoning tokens sit outside the limit)."""
+    config = request.get("generationConfig", request.get("generation_config"))
+    if isinstance(config, Mapping):
+        # Gemini: whether thinking counts against maxOutputTokens is not stated for every model, so only the
+        # candidates' tokens are compared, never a false alarm on thoughts.
+        limit = _positive(config.get("maxOutputTokens", config.get("max_output_tokens")))
+        return limit, max(1, _positive(config.get("candidateCount", config.get("candidate_count")))), True
+    options = request.get("options")
+    limit = next((v for v in map(_positive, (request.get(k) for k in _LIMIT_KEYS)) if v), 0)
+    if not limit and isinstance(options, Mapping):
+        limit = _positive(options.get("num_predict"))
+    return limit, max(1, *(_positive(request.get(k)) for k in _CHOICE_KEYS)), False
+
+
+def implausible_output(request: Mapping[str, Any], usage: TokenUsage) -> tuple[str, ...]:
+    """``output_over_max_tokens`` when the answer reports far more output than the request allowed."""
+    limit, choices, outside = _request_limit(request)
+    if not limit:
+        return ()
+    output = usage.output_tokens - (usage.reasoning_output_tokens if outside else 0)
+    allowed = limit * choices
+    return (UsageFlag.OUTPUT_OVER_MAX_TOKENS.value,) if output > allowed * SLACK_RATIO + SLACK_TOKENS else ()

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aimeter.events import TokenUsage, UsageSource
-from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count, details
+from aimeter.gateway.usage import NO_USAGE, Extracted, RunningCounts, checked, count, details, error_label, joined
 
 
 def _cache_writes(usage: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -47,8 +47,9 @@ def anthropic_usage(usage: Mapping[str, Any]) -> TokenUsage:
     )
 
 
-def _checked(usage: Mapping[str, Any], served: str, source: UsageSource, problem: str = "") -> Extracted:
-    return checked(anthropic_usage, usage, served, source, problem)
+def _checked(usage: Mapping[str, Any], served: str, source: UsageSource, problem: str = "", *, error: str = "",
+             flags: tuple[str, ...] = ()) -> Extracted:
+    return checked(anthropic_usage, usage, served, source, problem, error_type=error, flags=flags)
 
 
 def from_anthropic_body(body: Any) -> Extracted:
@@ -57,7 +58,8 @@ def from_anthropic_body(body: Any) -> Extracted:
         return Extracted(TokenUsage(), UsageSource.NONE, problem="response is not a JSON object")
     served = body.get("model") if isinstance(body.get("model"), str) else ""
     if body.get("type") == "error":
-        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {describe_error(body)}")
+        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {describe_error(body)}",
+                         error_type=error_type_of(body))
     usage = body.get("usage")
     if not isinstance(usage, Mapping):
         return Extracted(NO_USAGE.usage, NO_USAGE.source, served, problem=NO_USAGE.problem)
@@ -72,9 +74,16 @@ def describe_error(event: Mapping[str, Any]) -> str:
     return f"{error.get('type') or 'unknown'}: {error.get('message') or 'no message'}"
 
 
+def error_type_of(event: Mapping[str, Any]) -> str:
+    """Anthropic's error ``type`` (overloaded_error, api_error, …); 'error' when the object has none."""
+    error = event.get("error")
+    return (error_label(error.get("type")) if isinstance(error, Mapping) else "") or "error"
+
+
 # Only message_start / message_delta / message_stop / error matter; ping and content events are skipped.
 _USAGE_EVENT = re.compile(rb'"type"\s*:\s*"(?:message_(?:start|delta|stop)|error)"')
 _TEXT_DELTAS = {"text_delta": "text", "input_json_delta": "partial_json"}
+_RUNNING_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
 class AnthropicStream:
@@ -83,7 +92,8 @@ class AnthropicStream:
     Per the streaming docs (and the SDKs' accumulators), ``message_delta`` usage counts are
     cumulative totals: every field takes its latest non-null value, nothing is added. The
     ``cache_creation`` TTL split only appears in ``message_start``. ``complete`` means
-    ``message_stop`` arrived; an in-stream ``error`` event is kept as the problem.
+    ``message_stop`` arrived; an in-stream ``error`` event (e.g. ``overloaded_error`` inside a 200
+    stream) is kept as the problem, with its type. A cumulative count that goes down is flagged.
     """
 
     def __init__(self) -> None:
@@ -93,6 +103,8 @@ class AnthropicStream:
         self.saw_delta = False
         self.complete = False
         self.error = ""
+        self.error_type = ""
+        self.running = RunningCounts()
 
     def interesting(self, payload: bytes) -> bool:
         return _USAGE_EVENT.search(payload) is not None
@@ -109,6 +121,7 @@ class AnthropicStream:
             self.complete = True
         elif kind == "error":
             self.error = f"stream error event: {describe_error(event)}"
+            self.error_type = error_type_of(event)
 
     def _start(self, message: Any) -> None:
         if not isinstance(message, Mapping):
@@ -121,6 +134,7 @@ class AnthropicStream:
         """Latest non-null value of every usage field wins (counts are cumulative, never summed)."""
         if not isinstance(usage, Mapping):
             return False
+        self.running.see(usage, _RUNNING_KEYS)
         self.usage.update((k, v) for k, v in usage.items() if v is not None)
         return True
 
@@ -135,11 +149,15 @@ class AnthropicStream:
         return text if isinstance(text, str) else ""
 
     def result(self) -> Extracted:
+        flags = self.running.flags
         if not (self.saw_start or self.saw_delta):
             problem = self.error or "stream carried no usage"
-            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem=problem)
+            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem=problem, error_type=self.error_type,
+                             flags=flags)
         if self.saw_delta:
-            return _checked(self.usage, self.model, UsageSource.REPORTED, self.error)
+            return _checked(self.usage, self.model, UsageSource.REPORTED, self.error, error=self.error_type,
+                            flags=flags)
         # Cut before message_delta: input is exact (message_start), output only the provisional count.
         cut = "stream ended before message_delta; output_tokens is message_start's provisional count"
-        return _checked(self.usage, self.model, UsageSource.ESTIMATED, "; ".join(p for p in (self.error, cut) if p))
+        return _checked(self.usage, self.model, UsageSource.ESTIMATED, joined(self.error, cut), error=self.error_type,
+                        flags=flags)

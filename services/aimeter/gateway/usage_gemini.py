@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aimeter.events import TokenUsage, UsageSource
-from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count
+from aimeter.gateway.usage import NO_USAGE, Extracted, RunningCounts, checked, count, error_label, joined
 
 
 def _modality(usage: Mapping[str, Any], key: str, modality: str) -> int:
@@ -59,8 +59,9 @@ def _served(body: Mapping[str, Any]) -> str:
     return version.removeprefix("models/") if isinstance(version, str) else ""
 
 
-def _checked(usage: Mapping[str, Any], served: str, source: UsageSource, problem: str = "") -> Extracted:
-    return checked(gemini_usage, usage, served, source, problem)
+def _checked(usage: Mapping[str, Any], served: str, source: UsageSource, problem: str = "", *, error: str = "",
+             flags: tuple[str, ...] = ()) -> Extracted:
+    return checked(gemini_usage, usage, served, source, problem, error_type=error, flags=flags)
 
 
 def error_text(body: Mapping[str, Any]) -> str:
@@ -71,6 +72,14 @@ def error_text(body: Mapping[str, Any]) -> str:
     return f"{error.get('status') or error.get('code') or 'error'}: {error.get('message') or 'no message'}"
 
 
+def error_type_of(body: Mapping[str, Any]) -> str:
+    """The google.rpc status of an error object (UNAVAILABLE, RESOURCE_EXHAUSTED, …), else its code."""
+    error = body.get("error")
+    if not isinstance(error, Mapping):
+        return "error"
+    return error_label(error.get("status")) or error_label(error.get("code")) or "error"
+
+
 def from_gemini_body(body: Any) -> Extracted:
     """A GenerateContentResponse, or the JSON-array form of a non-SSE stream (its last usage wins)."""
     if isinstance(body, list):
@@ -79,7 +88,8 @@ def from_gemini_body(body: Any) -> Extracted:
         return Extracted(TokenUsage(), UsageSource.NONE, problem="response is not a JSON object")
     served = _served(body)
     if "error" in body:
-        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {error_text(body)}")
+        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {error_text(body)}",
+                         error_type=error_type_of(body))
     usage = body.get("usageMetadata")
     if not isinstance(usage, Mapping):
         return Extracted(NO_USAGE.usage, NO_USAGE.source, served, problem=NO_USAGE.problem)
@@ -90,11 +100,16 @@ def _from_array(chunks: list[Any]) -> Extracted:
     """The whole JSON array of a stream without ``alt=sse``: last usage, plus any error element it ended with."""
     objects = [c for c in chunks if isinstance(c, Mapping)]
     errors = [f"stream error: {error_text(c)}" for c in objects if "error" in c]
+    error = next((error_type_of(c) for c in reversed(objects) if "error" in c), "")
     with_usage = [c for c in objects if isinstance(c.get("usageMetadata"), Mapping)]
+    running = RunningCounts()
+    for chunk in with_usage:
+        running.see(chunk["usageMetadata"], _RUNNING_KEYS)
     if not with_usage:
-        return Extracted(NO_USAGE.usage, NO_USAGE.source, problem="; ".join(errors) or NO_USAGE.problem)
+        return Extracted(NO_USAGE.usage, NO_USAGE.source, problem=joined(*errors) or NO_USAGE.problem, error_type=error)
     last = with_usage[-1]
-    return _checked(last["usageMetadata"], _served(last), UsageSource.REPORTED, "; ".join(errors))
+    return _checked(last["usageMetadata"], _served(last), UsageSource.REPORTED, joined(*errors), error=error,
+                    flags=running.flags)
 
 
 def _candidates(event: Any) -> list[Mapping[str, Any]]:
@@ -103,6 +118,7 @@ def _candidates(event: Any) -> list[Mapping[str, Any]]:
 
 
 _MARKERS = (b'"usageMetadata"', b'"finishReason"', b'"blockReason"', b'"error"')
+_RUNNING_KEYS = ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "totalTokenCount")
 
 
 class GeminiStream:
@@ -110,6 +126,8 @@ class GeminiStream:
 
     ``complete`` means a candidate carried a ``finishReason`` (or the prompt was blocked, which Gemini
     answers with ``promptFeedback.blockReason`` and no candidates); Gemini sends no ``[DONE]``.
+    An error chunk (``{"error": {code, message, status}}`` inside the 200 stream) is kept with its status;
+    a running count that goes down is flagged.
     """
 
     def __init__(self) -> None:
@@ -117,6 +135,8 @@ class GeminiStream:
         self.usage: Mapping[str, Any] | None = None
         self.complete = False
         self.problem = ""
+        self.error_type = ""
+        self.running = RunningCounts()
 
     def interesting(self, payload: bytes) -> bool:
         return not self.model or any(marker in payload for marker in _MARKERS)
@@ -127,8 +147,10 @@ class GeminiStream:
         self.model = _served(event) or self.model
         if "error" in event:
             self.problem = f"stream error: {error_text(event)}"
+            self.error_type = error_type_of(event)
         if isinstance(event.get("usageMetadata"), Mapping):
             self.usage = event["usageMetadata"]
+            self.running.see(self.usage, _RUNNING_KEYS)
         if any(c.get("finishReason") for c in _candidates(event)):
             self.complete = True
         feedback = event.get("promptFeedback")
@@ -148,10 +170,12 @@ class GeminiStream:
         return "".join(texts)
 
     def result(self) -> Extracted:
+        error, flags = self.error_type, self.running.flags
         if self.usage is None:
             problem = self.problem or "stream carried no usage"
-            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem=problem)
+            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem=problem, error_type=error, flags=flags)
         if self.complete:
-            return _checked(self.usage, self.model, UsageSource.REPORTED, self.problem)
+            return _checked(self.usage, self.model, UsageSource.REPORTED, self.problem, error=error, flags=flags)
         cut = "stream ended before a finishReason; usage is the last chunk's running count"
-        return _checked(self.usage, self.model, UsageSource.ESTIMATED, "; ".join(p for p in (self.problem, cut) if p))
+        return _checked(self.usage, self.model, UsageSource.ESTIMATED, joined(self.problem, cut), error=error,
+                        flags=flags)

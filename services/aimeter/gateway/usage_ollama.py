@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from aimeter.events import TokenUsage, UsageSource
-from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count
+from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count, joined
 
 _COUNT_KEYS = ("prompt_eval_count", "eval_count")
+ERROR_TYPE = "error"  # Ollama's errors are a bare message ({"error": "<text>"}) with no type of their own
 _MAX_DURATION_NS = 10**18  # ~31 years: anything larger is garbage, not GPU time
 
 
@@ -62,7 +64,8 @@ def from_ollama_body(body: Any) -> Extracted:
         return Extracted(TokenUsage(), UsageSource.NONE, problem="response is not a JSON object")
     served = body.get("model") if isinstance(body.get("model"), str) else ""
     if "error" in body:
-        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {body['error']!s:.500}")
+        return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {body['error']!s:.500}",
+                         error_type=ERROR_TYPE)
     if all(body.get(key) is None for key in _COUNT_KEYS):
         return Extracted(NO_USAGE.usage, NO_USAGE.source, served, problem=NO_USAGE.problem)
     return checked(ollama_usage, body, served, UsageSource.REPORTED, compute_seconds=compute_seconds(body))
@@ -74,7 +77,8 @@ _FINAL_OR_ERROR = re.compile(rb'"done"\s*:\s*true|"error"\s*:')
 class OllamaStream:
     """NDJSON stream (``StreamScanner(..., ndjson=True)``): counts arrive on the ``done: true`` line.
 
-    ``complete`` means that line arrived. A mid-stream ``{"error": …}`` line is kept as the problem.
+    ``complete`` means that line arrived. A mid-stream ``{"error": …}`` line is kept as the problem and
+    makes the attempt an upstream error (type ``error``: Ollama's errors carry no type).
     """
 
     def __init__(self) -> None:
@@ -105,10 +109,11 @@ class OllamaStream:
         return text if isinstance(text, str) else ""
 
     def result(self) -> Extracted:
+        error = ERROR_TYPE if self.error else ""
         if self.final is None:
             problem = self.error or "stream ended before the done:true line"
-            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem=problem)
+            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem=problem, error_type=error)
         got = from_ollama_body(self.final)
-        if self.error and not got.problem:
-            return Extracted(got.usage, got.source, got.model_served, got.compute_seconds, self.error)
+        if self.error:
+            return replace(got, problem=joined(got.problem, self.error), error_type=error)
         return got

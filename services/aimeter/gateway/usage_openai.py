@@ -6,31 +6,90 @@ The rule that matters most: OpenAI's ``prompt_tokens`` (and the Responses API's 
 already *include* cached tokens, so cached tokens are recorded as a subset and never added on top
 (the most reported cost bug in peer projects). The same holds for ``cache_write_tokens``, which the
 API reference (and genai-prices' own OpenAI extractor) lists inside the input token details.
+
+OpenAI-compatible providers that report in their own fields (each from its API docs, cross-checked with
+the usage extractors of genai-prices' provider list), read only where OpenAI's own field is absent:
+
+* DeepSeek: ``prompt_cache_hit_tokens`` + ``prompt_cache_miss_tokens`` = ``prompt_tokens``; hits are
+  cache reads. (Without this a cached DeepSeek prompt was priced as uncached input.)
+* Moonshot (Kimi) and Anthropic's OpenAI-compatible endpoint: ``cached_tokens`` at the top of ``usage``.
+* Databricks: ``cache_read_input_tokens`` and ``reasoning_tokens`` at the top of ``usage``.
+* xAI: ``cached_prompt_text_tokens`` (older answers); Perplexity, xAI, Modal: ``reasoning_tokens`` at the top.
+* Perplexity's Responses API: ``input_tokens_details.cache_read_input_tokens``.
+
+Where reasoning tokens sit differs by provider: inside ``completion_tokens`` (OpenAI, DeepSeek, Databricks)
+or beside it (xAI, Perplexity, whose ``total_tokens`` is prompt + completion + reasoning). That is read
+from the numbers themselves, not from the provider's name: reasoning is added to the output when
+``total_tokens`` says so, or when it exceeds ``completion_tokens`` (it cannot then be a subset).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from aimeter.events import TokenUsage, UsageSource
-from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count, details
+from aimeter.gateway.usage import (
+    NO_USAGE,
+    Extracted,
+    RunningCounts,
+    checked,
+    count,
+    details,
+    error_label,
+    joined,
+)
+
+_Field = tuple[Mapping[str, Any] | None, str]
+
+
+def first_count(*fields: _Field) -> int:
+    """The first of ``(object, key)`` that is present (not absent, not null), read with ``count``; else 0."""
+    for obj, key in fields:
+        if obj and obj.get(key) is not None:
+            return count(obj, key)
+    return 0
+
+
+def _reasoning_outside(usage: Mapping[str, Any], prompt: int, completion: int, reasoning: int) -> bool:
+    """Whether reported reasoning tokens are NOT inside ``completion_tokens`` (xAI, Perplexity; see module doc)."""
+    if reasoning > completion:
+        return True
+    total = usage.get("total_tokens")
+    return (reasoning > 0 and isinstance(total, int) and not isinstance(total, bool)
+            and total == prompt + completion + reasoning)
+
+
+def _prompt_tokens(usage: Mapping[str, Any]) -> int:
+    """``prompt_tokens``; DeepSeek's hit + miss when only those came (they add up to it by DeepSeek's docs)."""
+    if usage.get("prompt_tokens") is None and (usage.get("prompt_cache_hit_tokens") is not None
+                                              or usage.get("prompt_cache_miss_tokens") is not None):
+        return count(usage, "prompt_cache_hit_tokens") + count(usage, "prompt_cache_miss_tokens")
+    return count(usage, "prompt_tokens")
 
 
 def openai_usage(usage: Mapping[str, Any]) -> TokenUsage:
-    """OpenAI Chat/Completions usage. ``prompt_tokens`` includes ``cached_tokens`` and ``cache_write_tokens``."""
-    prompt = details(usage, "prompt_tokens_details")
-    completion = details(usage, "completion_tokens_details")
+    """OpenAI Chat/Completions usage. ``prompt_tokens`` includes ``cached_tokens`` and ``cache_write_tokens``;
+    provider-native fields (module doc) fill in where OpenAI's are absent."""
+    prompt_details = details(usage, "prompt_tokens_details")
+    completion_details = details(usage, "completion_tokens_details")
+    prompt = _prompt_tokens(usage)
+    completion = count(usage, "completion_tokens")
+    reasoning = first_count((completion_details, "reasoning_tokens"), (usage, "reasoning_tokens"))
+    outside = _reasoning_outside(usage, prompt, completion, reasoning)
     return TokenUsage(
-        input_tokens=count(usage, "prompt_tokens"),
-        cache_read_input_tokens=count(prompt, "cached_tokens"),
-        cache_creation_input_tokens=count(prompt, "cache_write_tokens"),
-        input_audio_tokens=count(prompt, "audio_tokens"),
-        input_image_tokens=count(prompt, "image_tokens"),
-        output_tokens=count(usage, "completion_tokens"),
-        reasoning_output_tokens=count(completion, "reasoning_tokens"),
-        output_audio_tokens=count(completion, "audio_tokens"),
+        input_tokens=prompt,
+        cache_read_input_tokens=first_count(
+            (prompt_details, "cached_tokens"), (usage, "prompt_cache_hit_tokens"), (usage, "cached_tokens"),
+            (usage, "cache_read_input_tokens"), (usage, "cached_prompt_text_tokens")),
+        cache_creation_input_tokens=count(prompt_details, "cache_write_tokens"),
+        input_audio_tokens=count(prompt_details, "audio_tokens"),
+        input_image_tokens=count(prompt_details, "image_tokens"),
+        output_tokens=completion + reasoning if outside else completion,
+        reasoning_output_tokens=reasoning,
+        output_audio_tokens=count(completion_details, "audio_tokens"),
     )
 
 
@@ -44,7 +103,7 @@ def responses_usage(usage: Mapping[str, Any]) -> TokenUsage:
     outputs = details(usage, "output_tokens_details")
     return TokenUsage(
         input_tokens=count(usage, "input_tokens"),
-        cache_read_input_tokens=count(inputs, "cached_tokens"),
+        cache_read_input_tokens=first_count((inputs, "cached_tokens"), (inputs, "cache_read_input_tokens")),
         cache_creation_input_tokens=count(inputs, "cache_write_tokens"),
         output_tokens=count(usage, "output_tokens"),
         reasoning_output_tokens=count(outputs, "reasoning_tokens"),
@@ -69,16 +128,36 @@ def llamacpp_compute_seconds(body: Mapping[str, Any]) -> float | None:
     return total_ms / 1000.0 if total_ms else None
 
 
-def _extract(body: Any, mapper: Callable[[Mapping[str, Any]], TokenUsage], problem: str = "") -> Extracted:
+def error_type_of(error: Any) -> str:
+    """An OpenAI error object's ``code`` (e.g. rate_limit_exceeded), else its ``type`` (e.g. server_error)."""
+    if not isinstance(error, Mapping):
+        return "error" if error else ""
+    return error_label(error.get("code")) or error_label(error.get("type")) or "error"
+
+
+def describe_error(error: Any) -> str:
+    """``type: message`` of an OpenAI error object, for the event's problem field."""
+    if not isinstance(error, Mapping):
+        return f"{error!s:.200}"
+    return f"{error_type_of(error)}: {error.get('message') or 'no message'}"
+
+
+def _extract(body: Any, mapper: Callable[[Mapping[str, Any]], TokenUsage], problem: str = "",
+             error_type: str = "") -> Extracted:
     """Run ``mapper`` on ``body["usage"]``; bad data becomes ``UsageSource.NONE`` with the reason, never an error."""
     if not isinstance(body, Mapping):
         return Extracted(TokenUsage(), UsageSource.NONE, problem="response is not a JSON object")
     model = body.get("model")
     served = model if isinstance(model, str) else ""
     usage = body.get("usage")
+    if body.get("error") and not error_type and body.get("object") != "response":
+        error = body["error"]
+        error_type, problem = error_type_of(error), joined(problem, f"error body: {describe_error(error)}")
     if not isinstance(usage, Mapping):
-        return Extracted(NO_USAGE.usage, NO_USAGE.source, served, problem=problem or NO_USAGE.problem)
-    return checked(mapper, usage, served, UsageSource.REPORTED, problem, compute_seconds=llamacpp_compute_seconds(body))
+        return Extracted(NO_USAGE.usage, NO_USAGE.source, served, problem=problem or NO_USAGE.problem,
+                         error_type=error_type)
+    return checked(mapper, usage, served, UsageSource.REPORTED, problem, compute_seconds=llamacpp_compute_seconds(body),
+                   error_type=error_type)
 
 
 def from_openai_body(body: Any) -> Extracted:
@@ -96,36 +175,46 @@ def from_embeddings_body(body: Any) -> Extracted:
     return _extract(body, embeddings_usage)
 
 
-def _response_problem(body: Mapping[str, Any]) -> str:
-    """Why a Response did not complete (``incomplete_details`` / ``error``), so the row says so."""
+def _response_problem(body: Mapping[str, Any]) -> tuple[str, str]:
+    """Why a Response did not complete (``incomplete_details`` / ``error``), and the error's code if it failed."""
     status = body.get("status")
     if status == "incomplete":
         incomplete = details(body, "incomplete_details") or {}
-        return f"response incomplete: {incomplete.get('reason') or 'no reason given'}"
+        return f"response incomplete: {incomplete.get('reason') or 'no reason given'}", ""
     if status == "failed":
         error = details(body, "error") or {}
-        return f"response failed: {error.get('code') or ''}: {error.get('message') or 'no message'}"
-    return ""
+        return f"response failed: {describe_error(error)}", error_type_of(error)
+    return "", ""
 
 
 def from_responses_body(body: Any) -> Extracted:
     """A Responses API ``response`` object (the whole answer, or the one inside a terminal stream event)."""
-    problem = _response_problem(body) if isinstance(body, Mapping) else ""
-    return _extract(body, responses_usage, problem)
+    problem, error_type = _response_problem(body) if isinstance(body, Mapping) else ("", "")
+    return _extract(body, responses_usage, problem, error_type)
 
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_ERROR_KEY = b'"error"'  # an unescaped quote delimits JSON strings: a key, or a string that is exactly "error"
+_RUNNING_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 class OpenAIChatStream:
-    """Chat Completions stream: usage arrives in the last chunk when ``include_usage`` is on."""
+    """Chat Completions stream: usage arrives in the last chunk when ``include_usage`` is on.
+
+    Some OpenAI-compatible servers repeat running usage on every chunk (vLLM's ``continuous_usage_stats``):
+    the last one wins, and one that goes down is flagged. A ``data: {"error": …}`` event (OpenAI's way of
+    failing a stream that has started) is kept with its type.
+    """
 
     def __init__(self) -> None:
         self.usage_body: dict[str, Any] | None = None
         self.model = ""
+        self.error = ""
+        self.error_type = ""
+        self.running = RunningCounts()
 
     def interesting(self, payload: bytes) -> bool:
-        return not self.model or _USAGE_OBJECT.search(payload) is not None
+        return not self.model or _USAGE_OBJECT.search(payload) is not None or _ERROR_KEY in payload
 
     def on_event(self, event: Any, event_type: str) -> None:
         if not isinstance(event, dict):
@@ -134,6 +223,10 @@ class OpenAIChatStream:
             self.model = event["model"]
         if isinstance(event.get("usage"), dict):
             self.usage_body = event
+            self.running.see(event["usage"], _RUNNING_KEYS)
+        if event.get("error"):
+            self.error_type = error_type_of(event["error"])
+            self.error = f"stream error event: {describe_error(event['error'])}"
 
     def text_of(self, event: Any) -> str:
         return _choice_texts(event, self._choice_text)
@@ -145,8 +238,11 @@ class OpenAIChatStream:
 
     def result(self) -> Extracted:
         if self.usage_body is None:
-            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem="stream carried no usage")
-        return from_openai_body(self.usage_body)
+            return Extracted(TokenUsage(), UsageSource.NONE, self.model, error_type=self.error_type,
+                             problem=self.error or "stream carried no usage", flags=self.running.flags)
+        got = from_openai_body(self.usage_body)
+        return replace(got, problem=joined(got.problem, self.error), error_type=got.error_type or self.error_type,
+                       flags=self.running.flags)
 
 
 class OpenAICompletionsStream(OpenAIChatStream):
@@ -179,7 +275,8 @@ class ResponsesStream:
 
     Per OpenAI's streaming reference the stream ends with ``response.completed``, ``response.incomplete``
     or ``response.failed`` (each carrying the final Response and its usage), with no ``[DONE]``;
-    ``complete`` says whether one arrived. An ``error`` event is recorded as the problem.
+    ``complete`` says whether one arrived. ``response.failed`` and the ``error`` event
+    (``{"type": "error", "code", "message", "param"}``) are upstream errors: their code is kept.
     """
 
     def __init__(self) -> None:
@@ -187,6 +284,7 @@ class ResponsesStream:
         self.final: Mapping[str, Any] | None = None
         self.complete = False
         self.error = ""
+        self.error_type = ""
 
     def interesting(self, payload: bytes) -> bool:
         return _RESPONSE_EVENT.search(payload) is not None
@@ -203,7 +301,10 @@ class ResponsesStream:
             if kind in _TERMINAL:
                 self.final, self.complete = response, True
         if kind == "error":
-            self.error = f"stream error event: {event.get('code') or ''}: {event.get('message') or 'no message'}"
+            # The documented event has code/message at its top; some servers nest them in an error object.
+            error = event.get("error") if isinstance(event.get("error"), Mapping) else event
+            self.error_type = error_type_of(error)
+            self.error = f"stream error event: {describe_error(error)}"
 
     def text_of(self, event: Any) -> str:
         if isinstance(event, dict) and event.get("type") == "response.output_text.delta":
@@ -214,9 +315,8 @@ class ResponsesStream:
     def result(self) -> Extracted:
         if self.final is None:
             problem = self.error or "stream ended before response.completed"
-            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem=problem)
+            return Extracted(TokenUsage(), UsageSource.NONE, self.model, problem=problem, error_type=self.error_type)
         got = from_responses_body(self.final)
-        if self.error and got.source is UsageSource.REPORTED:
-            return Extracted(got.usage, got.source, got.model_served, got.compute_seconds,
-                             "; ".join(p for p in (got.problem, self.error) if p))
+        if self.error:
+            return replace(got, problem=joined(got.problem, self.error), error_type=got.error_type or self.error_type)
         return got

@@ -1,6 +1,6 @@
 # The aimeter image: one image for the gateway, the pricer, the fake upstream and the demo traffic
 # (docker-compose.yml runs each as `aimeter <command>`, the same commands as local mode).
-FROM python:3.11.13-slim-bookworm
+FROM python:3.11.15-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

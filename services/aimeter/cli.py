@@ -83,7 +83,7 @@ def cmd_kafka(_args: argparse.Namespace, settings: Settings) -> int:
 def cmd_fake_upstream(args: argparse.Namespace, _settings: Settings) -> int:
     from aimeter.fake_upstream.app import main as fake_main  # noqa: PLC0415
 
-    fake_main(["--port", str(args.port), "--latency-ms", str(args.latency_ms)])
+    fake_main(["--host", args.host, "--port", str(args.port), "--latency-ms", str(args.latency_ms)])
     return 0
 
 
@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     sub.add_parser("kafka", help="run a local single-node Kafka (KRaft) until Ctrl-C").set_defaults(func=cmd_kafka)
     fake = sub.add_parser("fake-upstream", help="run the fake OpenAI-compatible upstream")
+    fake.add_argument("--host", default="127.0.0.1",
+                      help="bind address (default: loopback only; 0.0.0.0 in a container of its own)")
     fake.add_argument("--port", type=int, default=DEMO_UPSTREAM_PORT)
     fake.add_argument("--latency-ms", type=float, default=0.0)
     fake.set_defaults(func=cmd_fake_upstream)

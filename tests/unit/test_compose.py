@@ -1,5 +1,7 @@
 """docker-compose.yml, checked without a Docker engine: the Compose Specification's JSON Schema
-(vendored in tests/fixtures/compose_spec/, see its NOTICE.md) plus the rules the stack relies on."""
+(vendored in tests/fixtures/compose_spec/, see its NOTICE.md) plus the rules the stack relies on: published
+ports on loopback, no default passwords, a read-only ClickHouse user for Grafana and a writer for the pricer,
+durable volumes and restart policies."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import re
 import shlex
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 
 import jsonschema
@@ -23,7 +27,45 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8
 SCHEMA = json.loads((ROOT / "tests" / "fixtures" / "compose_spec" / "compose-spec.json").read_text(encoding="utf-8"))
 SERVICES = COMPOSE["services"]
 APP_SERVICES = [name for name, s in SERVICES.items() if s.get("image", "").startswith("aimeter:")]
-PINNED = re.compile(r"^[\w./-]+:\d+(\.\d+)+[\w.-]*$")  # name:1.2.3[-suffix], never latest or a bare major
+PINNED = re.compile(r"^[\w./-]+:\d+(\.\d+){2,}[\w.-]*(@sha256:[0-9a-f]{64})?$")  # name:1.2.3[-x][@digest]
+USERS_XML = ROOT / "docker" / "clickhouse" / "users.d" / "aimeter.xml"
+DEMO_ENV = ROOT / "examples" / "compose-demo.env"
+READER, WRITER = "aimeter_reader", "aimeter_writer"  # the embedded query endpoint's reader has the same name
+_INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$(\w+)")
+
+
+class MissingVariableError(ValueError):
+    """What `docker compose` prints and stops on: a `${VAR:?message}` whose variable is unset or empty."""
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Compose's interpolation of one value: ``$$``, ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}``."""
+    def one(m: re.Match[str]) -> str:
+        if m.group() == "$$":
+            return "$"
+        name, op, arg = m.group(1) or m.group(4), m.group(2), m.group(3)
+        value = env.get(name)
+        unset = value is None or (value == "" and op is not None and op.startswith(":"))
+        if op and op.endswith("-") and unset:
+            return arg
+        if op and op.endswith("?") and unset:
+            raise MissingVariableError(f"required variable {name} is missing a value: {arg}")
+        return value or ""
+
+    return _INTERPOLATION.sub(one, text)
+
+
+def interpolated(document: object, env: Mapping[str, str]) -> object:
+    if isinstance(document, dict):
+        return {k: interpolated(v, env) for k, v in document.items()}
+    if isinstance(document, list):
+        return [interpolated(v, env) for v in document]
+    return interpolate(document, env) if isinstance(document, str) else document
+
+
+def demo_env() -> dict[str, str]:
+    lines = DEMO_ENV.read_text(encoding="utf-8").splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
 def errors(document: dict) -> list[str]:
@@ -75,13 +117,14 @@ def test_start_order_waits_for_conditions(name):
     for dependency, rule in SERVICES[name].get("depends_on", {}).items():
         assert dependency in SERVICES
         assert rule["condition"] in {"service_healthy", "service_started"}
-        if dependency in {"kafka", "clickhouse", "pricer", "gateway"} and "network_mode" not in SERVICES[name]:
+        if dependency in {"kafka", "clickhouse", "pricer", "gateway", "fake-upstream"}:
             assert rule["condition"] == "service_healthy", f"{name} must wait for {dependency} to be healthy"
 
 
 def test_pricer_uses_the_clickhouse_server_and_apps_use_kafka():
-    assert SERVICES["pricer"]["environment"]["AIMETER_CLICKHOUSE_URL"].startswith("http://")
-    assert "@clickhouse:8123/" in SERVICES["pricer"]["environment"]["AIMETER_CLICKHOUSE_URL"]
+    env = SERVICES["pricer"]["environment"]
+    assert env["AIMETER_CLICKHOUSE_URL"] == "http://clickhouse:8123/default"  # no credentials in the URL
+    assert env["AIMETER_CLICKHOUSE_USER"] == WRITER
     for name in APP_SERVICES:
         assert SERVICES[name].get("environment", {}).get("AIMETER_KAFKA_BOOTSTRAP", "kafka:9092") == "kafka:9092"
 
@@ -127,3 +170,133 @@ def test_the_demo_profile_command_issues_keys_and_reports_failed_traffic(tmp_pat
     assert out.returncode == 1, out.stderr
     assert "errors" in out.stdout
     assert all(team in keys.read_text(encoding="utf-8") for team in ("search", "support", "research", "platform"))
+
+
+# --- security of the stack ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [n for n, s in SERVICES.items() if s.get("ports")])
+def test_published_ports_bind_to_loopback_unless_told_otherwise(name):
+    for port in SERVICES[name]["ports"]:
+        assert port.startswith("${AIMETER_PUBLISH_ADDRESS:-127.0.0.1}:"), port
+        assert interpolate(port, {}).startswith("127.0.0.1:")
+        assert interpolate(port, {"AIMETER_PUBLISH_ADDRESS": "10.0.0.5"}).startswith("10.0.0.5:")
+    assert not any(str(p).count(":") < 2 for p in SERVICES[name]["ports"]), "a host address must be written"
+
+
+def test_no_password_has_a_default_so_the_stack_refuses_to_start_without_them():
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    uses = re.findall(r"\$\{(\w*PASSWORD\w*)([^}]*)\}", text)
+    assert {name for name, _ in uses} == {"AIMETER_CLICKHOUSE_WRITER_PASSWORD", "AIMETER_CLICKHOUSE_READER_PASSWORD",
+                                          "GRAFANA_ADMIN_PASSWORD"}
+    assert all(rule.startswith(":?") for _, rule in uses), "a password must never fall back to a default"
+    with pytest.raises(MissingVariableError, match=r"AIMETER_CLICKHOUSE_\w+_PASSWORD .*compose-demo.env"):
+        interpolated(COMPOSE, {})
+    with pytest.raises(MissingVariableError, match="GRAFANA_ADMIN_PASSWORD"):
+        interpolated(COMPOSE, {"AIMETER_CLICKHOUSE_WRITER_PASSWORD": "w", "AIMETER_CLICKHOUSE_READER_PASSWORD": "r"})
+    assert "aimeter" not in set(re.findall(r":-([^}]*)\}", text))  # the old default password is gone
+
+
+def test_the_demo_passwords_come_with_the_demo_profile_only():
+    env = demo_env()
+    assert env["COMPOSE_PROFILES"] == "demo"  # the file that holds the public passwords also turns the demo on
+    resolved = interpolated(COMPOSE, env)
+    assert errors(resolved) == []
+    grafana = resolved["services"]["grafana"]["environment"]
+    assert grafana["CLICKHOUSE_PASSWORD"] == env["AIMETER_CLICKHOUSE_READER_PASSWORD"]
+    assert resolved["services"]["pricer"]["environment"]["AIMETER_CLICKHOUSE_PASSWORD"] == \
+        env["AIMETER_CLICKHOUSE_WRITER_PASSWORD"]
+    assert all("not-secret" in v for k, v in env.items() if k.endswith("PASSWORD"))
+
+
+def users() -> ET.Element:
+    return ET.parse(USERS_XML).getroot()
+
+
+def test_clickhouse_has_a_read_only_reader_and_a_separate_writer():
+    clickhouse = SERVICES["clickhouse"]
+    assert f"./{USERS_XML.relative_to(ROOT)}:/etc/clickhouse-server/users.d/aimeter.xml:ro" in clickhouse["volumes"]
+    # Without these the image leaves `default` without a password on the network; with neither, localhost only.
+    assert not {"CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT",
+                "CLICKHOUSE_SKIP_USER_SETUP"} & set(clickhouse["environment"])
+    root = users()
+    reader, writer = root.find(f"users/{READER}"), root.find(f"users/{WRITER}")
+    assert reader is not None
+    assert writer is not None
+    assert [q.text for q in reader.findall("grants/query")] == ["GRANT SELECT ON default.*"]
+    assert [q.text for q in writer.findall("grants/query")] == ["GRANT ALL ON default.*"]
+    profile = root.find(f"profiles/{reader.findtext('profile')}")
+    assert profile is not None
+    assert profile.findtext("readonly") in {"1", "2"}
+    constraints = profile.find("constraints")
+    assert constraints is not None
+    for setting in ("max_execution_time", "max_memory_usage", "max_result_bytes"):
+        assert int(profile.findtext(setting)) <= int(constraints.findtext(f"{setting}/max")), setting
+    for user, variable in ((reader, "AIMETER_CLICKHOUSE_READER_PASSWORD"),
+                           (writer, "AIMETER_CLICKHOUSE_WRITER_PASSWORD")):
+        assert user.find("password").get("from_env") == variable
+        assert variable in clickhouse["environment"]
+    assert root.find("users/default") is None  # the image's own (network-less) default user is left alone
+
+
+def test_grafana_reads_as_the_reader_and_the_pricer_writes_as_the_writer():
+    grafana, pricer = SERVICES["grafana"]["environment"], SERVICES["pricer"]["environment"]
+    clickhouse = SERVICES["clickhouse"]["environment"]
+    assert grafana["CLICKHOUSE_USER"] == READER
+    assert grafana["CLICKHOUSE_PASSWORD"] == clickhouse["AIMETER_CLICKHOUSE_READER_PASSWORD"]
+    assert pricer["AIMETER_CLICKHOUSE_USER"] == WRITER
+    assert pricer["AIMETER_CLICKHOUSE_PASSWORD"] == clickhouse["AIMETER_CLICKHOUSE_WRITER_PASSWORD"]
+    assert "aimeter_reader" in " ".join(SERVICES["clickhouse"]["healthcheck"]["test"])
+
+
+# --- durability, networking, healthchecks -------------------------------------------------------------------
+
+def named_volumes(service: dict) -> dict[str, str]:
+    """Container path -> named volume."""
+    pairs = [v.split(":")[:2] for v in service.get("volumes", []) if not v.startswith((".", "/"))]
+    return {target: source for source, target in pairs}
+
+
+def test_kafka_and_clickhouse_keep_their_data_on_named_volumes():
+    kafka = SERVICES["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    assert not log_dirs.startswith("/tmp")
+    assert named_volumes(kafka)[log_dirs] == "kafka-data"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", kafka["environment"]["CLUSTER_ID"])  # a base64 UUID, fixed
+    assert named_volumes(SERVICES["clickhouse"])["/var/lib/clickhouse"] == "clickhouse-data"
+    used = {v for s in SERVICES.values() for v in named_volumes(s).values()}
+    assert used == set(COMPOSE["volumes"])
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_long_running_services_restart_unless_stopped(name):
+    expected = "no" if name == "demo" else "unless-stopped"
+    assert SERVICES[name]["restart"] == expected
+
+
+def test_the_fake_upstream_has_its_own_network_identity_and_the_demo_config_names_it():
+    fake = SERVICES["fake-upstream"]
+    assert "network_mode" not in fake
+    args = build_parser().parse_args(fake["command"][1:])
+    assert (args.host, args.port) == ("0.0.0.0", 8090)
+    config = yaml.safe_load((ROOT / "examples" / "compose-demo.yaml").read_text(encoding="utf-8"))
+    local = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text(encoding="utf-8"))
+    urls = {b["base_url"] for b in config["backends"].values()}
+    assert all(u.startswith(f"http://fake-upstream:{args.port}") for u in urls)
+    for backend in local["backends"].values():
+        backend["base_url"] = backend["base_url"].replace("127.0.0.1", "fake-upstream")
+    assert config == local, "compose-demo.yaml is demo.yaml with the fake upstream reached by its service name"
+
+
+def test_the_pricer_healthcheck_reads_bootstrap_and_group_from_its_settings():
+    check = " ".join(SERVICES["pricer"]["healthcheck"]["test"])
+    assert "kafka:9092" not in check
+    assert "aimeter-pricer" not in check
+    assert "load_settings()" in check
+    assert "s.kafka_bootstrap" in check
+    assert "s.pricer_group" in check
+
+
+def test_grafanas_plugin_download_is_documented_with_the_offline_alternative():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "GF_PLUGINS_PREINSTALL_SYNC" in readme
+    assert "/var/lib/grafana/plugins" in readme

@@ -1,7 +1,14 @@
-"""Attribution from request headers: validated, bounded, and named in every error."""
+"""Attribution from request headers: validated, bounded, and named in every error.
+
+Our own ``X-Aimeter-*`` headers are strict: a bad value, or one that contradicts what the gateway key pins,
+is refused with a 400 that names the header. The body's user (OpenAI's ``user``, Anthropic's
+``metadata.user_id``) is the app's free text, which the provider accepts: it never fails a request and is
+kept as sent, escaped only where it could not be stored as is (see :func:`body_user_label`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 
@@ -41,13 +48,34 @@ def parse_tags(raw: str) -> dict[str, str]:
     return tags
 
 
+_DIGEST_CHARS = 16  # hex digits of sha256 that keep two long users apart after clipping
+
+
+def _escaped(char: str) -> str:
+    """A character that cannot be stored as is (control, separator, surrogate) and the backslash itself, as a
+    Python escape (``\\n``, ``\\x00``, ``\\u2028``, ``\\\\``): printable text is kept as sent."""
+    if char.isprintable() and char != "\\":
+        return char
+    return char.encode("unicode_escape").decode("ascii")
+
+
+def body_user_label(raw: str) -> str:
+    """The body's user as an attribution label, faithfully: printable text (``Doe, Jane``, ``josé@x``) as sent;
+    control characters and the backslash escaped (``\\n``, ``\\\\``) so one text never stands for two users.
+    Past MAX_LABEL_LEN it is clipped and ends in ``~`` + a digest of the whole value, so distinct users stay
+    distinct."""
+    text = "".join(map(_escaped, raw)).strip()
+    if len(text) <= MAX_LABEL_LEN:
+        return text
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+    return f"{text[:MAX_LABEL_LEN - _DIGEST_CHARS - 1]}~{digest}"
+
+
 def _header_values(headers: Mapping[str, str], body_user: str) -> tuple[dict[str, str], dict[str, str]]:
     """Validated team/project/user and tags from ``X-Aimeter-*`` headers; the body's ``user`` fills a missing user."""
     values = {field: _label(name.title(), headers[name]) for name, field in HEADER_FIELDS.items() if name in headers}
-    if "user" not in values and body_user:
-        # The body's `user` is free text chosen by the app: keep it only when it is a clean label.
-        clipped = body_user[:MAX_LABEL_LEN]
-        values["user"] = clipped if _LABEL.fullmatch(clipped) else ""
+    if not values.get("user") and body_user:
+        values["user"] = body_user_label(body_user)
     if not values.get("team"):
         values.pop("team", None)
     tags = parse_tags(headers["x-aimeter-tags"]) if "x-aimeter-tags" in headers else {}
@@ -89,5 +117,12 @@ def _attribution_for(key: KeyRecord | None, headers: Mapping[str, str], user_fro
     values, tags = _header_values(headers, user_from_body)
     if "x-aimeter-team" in headers and headers["x-aimeter-team"].strip() != key.team:
         raise AttributionError("X-Aimeter-Team", f"the key belongs to team {key.team!r}; a header cannot change it")
+    for field, pinned in (("project", key.project), ("user", key.user)):
+        header = f"X-Aimeter-{field.title()}"
+        sent = headers.get(header.lower(), "").strip()
+        if pinned and sent and sent != pinned:
+            raise AttributionError(header, f"the key {key.key_id} is pinned to {field} {pinned!r}, which a header "
+                                           f"cannot change to {sent!r}; drop the header or use a key for that {field}")
+    # A pinned user wins over the body's user, which never fails a request (it is the app's free text).
     return Attribution(team=key.team, project=key.project or values.get("project", ""),
                        user=key.user or values.get("user", ""), api_key_id=key.key_id, tags=tags)

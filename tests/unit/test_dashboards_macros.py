@@ -40,14 +40,25 @@ S_FILTER = "col >= toDateTime(1415792726) AND col <= toDateTime(1447328726)"
     ("$__timeInterval($__fromTime)", "toStartOfInterval(toDateTime(toDateTime(1415792726)), INTERVAL 20 second)"),
     ("$__timeFilter(coalesce(c, $__toTime))", "coalesce(c, toDateTime(1447328726)) >= toDateTime(1415792726) AND "
                                               "coalesce(c, toDateTime(1447328726)) <= toDateTime(1447328726)"),
-    # string literals, quoted identifiers and comments are not expanded and do not derail the scan
+    # comments are blanked to spaces first; '…' and "…" literals (backslash and doubled quotes) protect a `--`
     ("'it\\'s -- fine' and $__fromTime", "'it\\'s -- fine' and toDateTime(1415792726)"),
     ("'it''s' and $__fromTime", "'it''s' and toDateTime(1415792726)"),
-    ("`a--b`, '$__fromTime' AND $__toTime", "`a--b`, '$__fromTime' AND toDateTime(1447328726)"),
-    ("$doc$a--b$doc$ $__toTime", "$doc$a--b$doc$ toDateTime(1447328726)"),
-    ("x -- $__fromTime\ny", "x -- $__fromTime\ny"),
-    ("/* $__fromTime */ $__toTime", "/* $__fromTime */ toDateTime(1447328726)"),
+    ("x -- $__fromTime\ny", "x " + " " * 14 + "\ny"),
+    ("x -- $__fromTime\ry", "x " + " " * 14 + "\ry"),
+    ("/* $__fromTime */ $__toTime", " " * 17 + " toDateTime(1447328726)"),
+    ("$__toTime /* unterminated $__fromTime", "toDateTime(1447328726) " + " " * 27),
+    # ... but backticks and $tag$ blocks do not: a `--` in them starts a comment, as in the plugin
+    ("`a--b`, $__toTime", "`a" + " " * 15),
+    ("$doc$a--b$doc$ $__toTime", "$doc$a" + " " * 18),
+    ("`a` $__toTime", "`a` toDateTime(1447328726)"),
+    # macros are expanded inside string literals too (the plugin does not skip them)
+    ("'$__fromTime' AND $__toTime", "'toDateTime(1415792726)' AND toDateTime(1447328726)"),
+    ("\"$__interval_s\"", '"20"'),
+    # quotes protect commas and parentheses in arguments
+    ("$__timeFilter(concat('a,(', c))", "concat('a,(', c) >= toDateTime(1415792726) AND "
+                                        "concat('a,(', c) <= toDateTime(1447328726)"),
     ("$__notAMacro(x)", "$__notAMacro(x)"),  # unknown macros are left as written
+    ("$__fromTimeX", "$__fromTimeX"),  # a name is matched whole
 ])
 def test_backend_macros(sql, expanded):
     assert expand(sql, CTX) == expanded
@@ -99,6 +110,10 @@ def test_template_variables():
     assert expand("$one ${one} [[one]]", values) == "v v v"  # a single value is inserted as is
     assert expand("${many:raw} ${many:singlequote} ${many:sqlstring} ${many:csv}", values) == \
         "a,b 'a','b' 'a','b' a,b"
+    quoted = ctx(model=("o'brien", "x"))
+    assert expand("${model:singlequote}", quoted) == "'o\\'brien','x'"  # Grafana escapes ' with a backslash
+    assert expand("${model:sqlstring}", quoted) == "'o''brien','x'"
+    assert expand("${model}", quoted) == "'o'brien','x'"  # the plugin's own formatting does not escape
     assert expand("$every", values) == "'a','b','c'"  # All without a custom value: every option
     assert expand("$unknown ${__from}", values) == "$unknown ${__from}"
 

@@ -81,7 +81,8 @@ def test_every_panel_query_honours_the_time_picker_and_the_filters(uid, panel):
     sql = panel["targets"][0]["rawSql"]
     assert any(m in sql for m in TIME_MACROS), "no time macro: the panel would ignore the time picker"
     assert not re.search(r"\d{4}-\d{2}-\d{2}|now\(|today\(|INTERVAL \d+ (DAY|HOUR|MONTH|WEEK)", sql, re.IGNORECASE)
-    filters = {m.group(1) for m in re.finditer(r"\$__conditionalAll\([^$]*\$\{(\w+)\}\), \$\1\)", sql)}
+    filters = {m.group(1) for m in re.finditer(r"\$__conditionalAll\([^$]*\$\{(\w+):singlequote\}\), \$\1\)", sql)}
+    assert not re.search(r"IN \(\$\{\w+\}\)", sql), "a selected value is interpolated with ${var:singlequote}"
     assert filters >= {"backend", "deployment"}, "every panel narrows to the backend and deployment variables"
     assert uid not in BY_UID or panel["datasource"]["uid"] == DATASOURCE["uid"]
 
@@ -111,3 +112,35 @@ def test_provisioning_points_at_the_generated_files():
     assert PROVIDER["options"]["path"].endswith("/aimeter")
     assert DATASOURCE["uid"] == "aimeter-clickhouse"
     assert set(DATASOURCE["jsonData"]) >= {"host", "port", "protocol", "username"}
+
+
+def effective_unit(panel: dict, column: str) -> str | None:
+    """The unit Grafana shows for ``column``: the panel's default, then each matching override in order."""
+    unit = panel["fieldConfig"]["defaults"].get("unit")
+    for override in panel["fieldConfig"]["overrides"]:
+        matcher = override["matcher"]
+        pattern = matcher["options"].strip("/")
+        hit = column == matcher["options"] if matcher["id"] == "byName" else re.search(pattern, column)
+        if hit:
+            unit = next((p["value"] for p in override["properties"] if p["id"] == "unit"), unit)
+    return unit
+
+
+@pytest.mark.parametrize(("uid", "title", "counts", "money"), [
+    ("aimeter-spend", "Top virtual keys", ["requests", "unpriced_requests"], ["spend_usd"]),
+    ("aimeter-spend", "Top users", ["requests", "unpriced_requests"], ["spend_usd"]),
+    ("aimeter-chargeback", "Total for the period", ["requests", "unpriced_requests"],
+     ["loaded_cost_usd", "cost_usd", "self_hosted_cost_usd", "savings_usd"]),
+    ("aimeter-chargeback", "Chargeback by month", ["requests", "input_tokens", "cache_read_tokens", "output_tokens",
+                                                   "unpriced_requests"], ["cost_usd", "loaded_cost_usd"]),
+])
+def test_counts_are_never_shown_as_dollars(uid, title, counts, money):
+    panel = next(p for p in BY_UID[uid]["panels"] if p["title"] == title)
+    assert {c: effective_unit(panel, c) for c in counts} == dict.fromkeys(counts, "short")
+    assert {c: effective_unit(panel, c) for c in money} == dict.fromkeys(money, "currencyUSD")
+
+
+def test_the_price_per_token_bar_chart_plots_one_series():
+    panel = next(p for p in BY_UID["aimeter-spend"]["panels"] if p["title"] == "$ per 1M tokens by model")
+    select = panel["targets"][0]["rawSql"].split("FROM")[0]
+    assert re.findall(r"AS (\w+)", select) == ["usd_per_1m_tokens"]  # no `tokens` bar on the dollar axis

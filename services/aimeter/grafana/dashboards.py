@@ -14,6 +14,7 @@ from aimeter.grafana.model import (
     Panel,
     custom_variable,
     money,
+    money_columns,
     query_variable,
     series_by_label,
     stat_options,
@@ -29,6 +30,7 @@ def variables(*extra: Json) -> list[Json]:
 
 
 def spend_overview() -> Dashboard:
+    counts, dollars = money_columns()
     over_time = [Panel("timeseries", f"Spend over time by {key}", sql.spend_over_time(key),
                        f"Fully loaded spend per interval, stacked by {key} (self-hosted GPU hours billed by the hour).",
                        width=8, time_series=True, fields=series_by_label(key)) for key in ("team", "model", "backend")]
@@ -54,9 +56,9 @@ def spend_overview() -> Dashboard:
               "Marginal cost per million input + output tokens of priced requests.", width=8,
               fields={"unit": "currencyUSD", "decimals": 4}, options={"xField": "model", "orientation": "horizontal"}),
         Panel("table", "Top virtual keys", sql.top_by("api_key_id", "api_key_id"),
-              "The ten gateway keys with the highest marginal spend.", width=8, fields=money()),
+              "The ten gateway keys with the highest marginal spend.", width=8, fields=counts, overrides=dollars),
         Panel("table", "Top users", sql.top_by("user", "user"),
-              "The ten users with the highest marginal spend.", width=8, fields=money()),
+              "The ten users with the highest marginal spend.", width=8, fields=counts, overrides=dollars),
         Panel("table", "Self-hosted savings vs reference", sql.savings_by_backend(),
               "Per self-hosted backend: what its tokens would have cost on the paid model it names, its fully "
               "loaded GPU cost (idle hours included) and the difference.", width=12, fields=money()),
@@ -69,16 +71,18 @@ def spend_overview() -> Dashboard:
 
 
 def chargeback() -> Dashboard:
+    counts, dollars = money_columns()
     group_by = custom_variable("group_by", "Group by", ["team", "project"], multi=False)
     panels = [
         Panel("stat", "Total for the period", sql.chargeback_total(),
               "The grand total of the table below: what `aimeter chargeback` prints as TOTAL.", width=24, height=5,
-              fields=money(), options=stat_options("loaded_cost_usd", "cost_usd", "self_hosted_cost_usd",
-                                                   "savings_usd", "requests", "unpriced_requests")),
+              fields=counts, overrides=dollars,
+              options=stat_options("loaded_cost_usd", "cost_usd", "self_hosted_cost_usd", "savings_usd", "requests",
+                                   "unpriced_requests")),
         Panel("table", "Chargeback by month", sql.chargeback_table(),
               "Month x ${group_by}: token classes, marginal and fully loaded cost, the paid / self-hosted split, "
               "savings versus reference and unpriced requests. Idle GPU capacity is the row 'idle'.",
-              width=24, height=12, fields=money()),
+              width=24, height=12, fields=counts, overrides=dollars),
         Panel("table", "Idle self-hosted capacity", sql.idle_capacity(),
               "GPU hours nobody used, per month and backend, beside the backend's whole GPU cost.",
               width=24, height=6, fields=money()),

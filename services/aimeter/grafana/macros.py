@@ -10,13 +10,19 @@ expanded exactly as in production. Three passes, in the plugin's order (grafana-
 2. Grafana template variables (``$var``, ``${var}``, ``${var:format}``, ``[[var]]``). Without an
    explicit format the plugin's formatter applies: a multi-value variable becomes ``'a','b'``, a
    single value is inserted as is. Unknown names (``$__timeFilter``…) are left alone.
-3. Backend macros: ``$__timeFilter(col)`` -> ``col >= toDateTime(<from s>) AND col <= toDateTime(<to s>)``,
-   ``$__timeFilter_ms``, ``$__fromTime(_ms)``, ``$__toTime(_ms)``, ``$__timeInterval(_ms)(col)``,
-   ``$__interval_s``, ``$__dateFilter``, ``$__dateTimeFilter``/``$__dt``, ``$__timeFrom``, ``$__timeTo``,
-   ``$__timeGroup``. Arguments are trimmed and expanded first (macros nest); string literals, quoted
-   identifiers and comments are skipped; an unknown macro is left as written; a wrong argument count
-   is an error. Seconds are truncated (``time.Unix()``), so ``$__timeFilter`` drops the last partial
-   second of a range: money panels use the ``_ms`` forms.
+3. Backend macros (the plugin's ``pkg/macros`` on grafana/macropro, comment styles LineComment |
+   BlockComment | BackslashEscape): first every ``--`` comment (to the end of the line) and ``/* */`` comment is
+   blanked to spaces, where a comment start is anything outside a '…' or "…" literal (doubled quotes and
+   backslash escapes respected) - so ``--`` inside backticks or a ``$tag$`` block starts a comment too. Then every
+   ``$__name`` is expanded wherever it stands, string literals included: ``$__timeFilter(col)`` ->
+   ``col >= toDateTime(<from s>) AND col <= toDateTime(<to s>)``, ``$__timeFilter_ms``, ``$__fromTime(_ms)``,
+   ``$__toTime(_ms)``, ``$__timeInterval(_ms)(col)``, ``$__interval_s``, ``$__dateFilter``,
+   ``$__dateTimeFilter``/``$__dt``, ``$__timeFrom``, ``$__timeTo``, ``$__timeGroup``. Arguments are split at
+   top-level commas outside quotes, trimmed and expanded first (macros nest); an unknown macro is left as
+   written; a wrong argument count is an error. Seconds are truncated (``time.Unix()``), so ``$__timeFilter``
+   drops the last partial second of a range: money panels use the ``_ms`` forms. (macropro replaces macro by
+   macro, longest name first; this expander goes left to right: the same text for any query these dashboards
+   hold.)
 """
 
 from __future__ import annotations
@@ -224,11 +230,10 @@ MACROS["dt"] = MACROS["dateTimeFilter"]
 
 
 _MACRO = re.compile(r"\$__(\w+)")
-_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
 def _quoted_end(sql: str, i: int) -> int:
-    """Index past the quoted region opening at ``i`` ('…', "…", `…`): backslash escapes and doubled quotes."""
+    """Index past the '…' or "…" literal opening at ``i``: backslash escapes and doubled quotes."""
     quote, j = sql[i], i + 1
     while j < len(sql):
         if sql[j] == "\\" or sql[j:j + 2] == quote * 2:  # an escaped or a doubled quote
@@ -240,31 +245,33 @@ def _quoted_end(sql: str, i: int) -> int:
     return len(sql)
 
 
-def _opaque_end(sql: str, i: int) -> int | None:
-    """If a literal, quoted identifier or comment starts at ``i``, the index just past it: macros inside
-    are not expanded (the plugin's LineComment, BlockComment, BackslashEscape, BacktickQuote, DollarQuote)."""
-    if sql.startswith("--", i):
-        end = sql.find("\n", i)
-        return len(sql) if end == -1 else end
-    if sql.startswith("/*", i):
-        end = sql.find("*/", i + 2)
-        return len(sql) if end == -1 else end + 2
-    if sql[i] in "'\"`":
-        return _quoted_end(sql, i)
-    tag = _DOLLAR_TAG.match(sql, i)
-    if tag:
-        end = sql.find(tag.group(), tag.end())
-        return len(sql) if end == -1 else end + len(tag.group())
-    return None
+def strip_comments(sql: str) -> str:
+    """The plugin's comment pass: comments become spaces of the same length; only '…' and "…" protect text."""
+    out, i = [], 0
+    while i < len(sql):
+        if sql[i] in "'\"":
+            end = _quoted_end(sql, i)
+            out.append(sql[i:end])
+        elif sql.startswith("--", i):
+            end = min((k for k in (sql.find("\n", i), sql.find("\r", i)) if k != -1), default=len(sql))
+            out.append(" " * (end - i))
+        elif sql.startswith("/*", i):
+            close = sql.find("*/", i + 2)
+            end = len(sql) if close == -1 else close + 2  # an unterminated comment runs to the end
+            out.append(" " * (end - i))
+        else:
+            end = i + 1
+            out.append(sql[i])
+        i = end
+    return "".join(out)
 
 
 def _call_args(sql: str, open_index: int) -> tuple[list[str], int]:
     """Arguments of the call whose '(' is at ``open_index`` (split at top-level commas), and the index past ')'."""
     depth, start, args, i = 0, open_index + 1, [], open_index
     while i < len(sql):
-        end = _opaque_end(sql, i)
-        if end is not None:
-            i = end
+        if sql[i] in "'\"":
+            i = _quoted_end(sql, i)
             continue
         if sql[i] == "(":
             depth += 1
@@ -290,25 +297,23 @@ def _expand_call(sql: str, match: re.Match[str], ctx: QueryContext) -> tuple[str
     raw, end = _call_args(sql, match.end())
     if len(raw) != arity:
         raise MacroError(f"$__{name} expected {arity} argument(s), received {len(raw)}")
-    return fn(ctx, [interpolate_macros(a.strip(), ctx) for a in raw]), end
+    return fn(ctx, [_expand_all(a.strip(), ctx) for a in raw]), end
 
 
 def interpolate_macros(sql: str, ctx: QueryContext) -> str:
     """The backend pass; an unknown ``$__name`` is left as written, as the plugin does."""
+    return _expand_all(strip_comments(sql), ctx)
+
+
+def _expand_all(sql: str, ctx: QueryContext) -> str:
     out, i = [], 0
-    while i < len(sql):
-        end = _opaque_end(sql, i)
-        match = _MACRO.match(sql, i) if end is None else None
-        if end is not None:
-            out.append(sql[i:end])
-            i = end
-        elif match and match.group(1) in MACROS:
+    while (match := _MACRO.search(sql, i)) is not None:
+        out.append(sql[i:match.start()])
+        if match.group(1) in MACROS:
             text, i = _expand_call(sql, match, ctx)
             out.append(text)
-        elif match:
+        else:
             out.append(match.group())
             i = match.end()
-        else:
-            out.append(sql[i])
-            i += 1
+    out.append(sql[i:])
     return "".join(out)

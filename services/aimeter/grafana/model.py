@@ -24,7 +24,8 @@ Json = dict[str, Any]
 
 @dataclass(frozen=True)
 class Panel:
-    """One panel: its visualization, SQL and size; ``fields`` is the panel's fieldConfig defaults."""
+    """One panel: its visualization, SQL and size; ``fields`` is the panel's fieldConfig defaults and
+    ``overrides`` its per-field overrides (e.g. a unit per column, see :func:`money_columns`)."""
 
     kind: str
     title: str
@@ -35,6 +36,7 @@ class Panel:
     time_series: bool = False
     fields: Json = field(default_factory=dict)
     options: Json = field(default_factory=dict)
+    overrides: tuple[Json, ...] = ()
 
     def to_json(self, panel_id: int, x: int, y: int) -> Json:
         target = {"refId": "A", "datasource": DATASOURCE, "editorType": "sql", "pluginVersion": PLUGIN_VERSION,
@@ -42,7 +44,7 @@ class Panel:
                   "queryType": "timeseries" if self.time_series else "table", "rawSql": self.sql}
         return {"id": panel_id, "type": self.kind, "title": self.title, "description": self.description,
                 "datasource": DATASOURCE, "gridPos": {"h": self.height, "w": self.width, "x": x, "y": y},
-                "targets": [target], "fieldConfig": {"defaults": self.fields, "overrides": []},
+                "targets": [target], "fieldConfig": {"defaults": self.fields, "overrides": list(self.overrides)},
                 "options": self.options}
 
 
@@ -101,7 +103,19 @@ class Dashboard:
 
 
 def money(decimals: int = 2) -> Json:
+    """Every numeric field in dollars: only for panels whose numbers are all money (else :func:`money_columns`)."""
     return {"unit": "currencyUSD", "decimals": decimals}
+
+
+MONEY_FIELDS = "/_usd$/"  # every money column of every query ends in _usd (counts never do)
+
+
+def money_columns(decimals: int = 2) -> tuple[Json, tuple[Json, ...]]:
+    """(defaults, overrides) for a panel mixing money and counts: counts are plain integers, and an override gives
+    the dollar unit to the ``*_usd`` columns only, so 3,501,000 tokens never show as "$3,501,000.00"."""
+    override = {"matcher": {"id": "byRegexp", "options": MONEY_FIELDS},
+                "properties": [{"id": "unit", "value": "currencyUSD"}, {"id": "decimals", "value": decimals}]}
+    return {"unit": "short", "decimals": 0}, (override,)
 
 
 def stat_options(*fields: str) -> Json:

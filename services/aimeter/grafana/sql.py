@@ -5,8 +5,10 @@ in with the plugin's macros instead of bound parameters, so a dashboard and a ch
 the same month cannot disagree. The time filter is ``$__timeFilter_ms``: the plugin's ``$__timeFilter``
 truncates to whole seconds and would drop the last second of a month.
 
-Every query filters on the five dashboard variables with ``$__conditionalAll(col IN (${var}), $var)``,
-which the plugin turns into ``1=1`` when All is selected.
+Every query filters on the five dashboard variables with ``$__conditionalAll(col IN (${var:singlequote}), $var)``,
+which the plugin turns into ``1=1`` when All is selected. ``:singlequote`` quotes each selected value and escapes
+its ``'`` (as ``\\'``, which ClickHouse reads), so a model named ``o'brien`` filters instead of breaking the panel;
+the plugin's own multi-value formatting quotes without escaping.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from aimeter.store.chargeback_sql import (
 )
 
 GRAFANA_WINDOW = Window(lambda col: f"$__timeFilter_ms({col})", "$__fromTime_ms", "$__toTime_ms")
-VARIABLE_FILTERS = Filters(FILTER_DIMENSIONS, lambda dim, col: f"$__conditionalAll({col} IN (${{{dim}}}), ${dim})")
+VARIABLE_FILTERS = Filters(
+    FILTER_DIMENSIONS, lambda dim, col: f"$__conditionalAll({col} IN (${{{dim}:singlequote}}), ${dim})")
 ZERO = "toDecimal128(0, 12)"
 
 
@@ -92,15 +95,15 @@ ORDER BY month, backend"""  # noqa: S608 - fixed text and plugin macros
 
 
 def usd_per_million_by_model() -> str:
-    """Marginal $ per 1M tokens (input + output) of priced requests; unpriced ones would drag it towards 0."""
+    """Marginal $ per 1M tokens (input + output) of priced requests; unpriced ones would drag it towards 0.
+    Only the model and the plotted figure are returned: a bar chart draws every numeric column as bars."""
     return f"""SELECT
     model,
-    sum(cost_usd) * 1000000 / sum(input_tokens + output_tokens) AS usd_per_1m_tokens,
-    sum(input_tokens + output_tokens) AS tokens
+    sum(cost_usd) * 1000000 / sum(input_tokens + output_tokens) AS usd_per_1m_tokens
 FROM usage_costs FINAL
 WHERE {costs_where("pricing_status = 'priced'")}
 GROUP BY model
-HAVING tokens > 0
+HAVING sum(input_tokens + output_tokens) > 0
 ORDER BY usd_per_1m_tokens DESC, model"""  # noqa: S608
 
 

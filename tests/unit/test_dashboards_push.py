@@ -189,3 +189,38 @@ def test_the_cli_refuses_an_embedded_store(capsys):
     assert main(["grafana", "push", "--url", "http://127.0.0.1:9", "--token", "t",
                  "--clickhouse-url", "chdb:///tmp/x"]) == 2
     assert "needs a ClickHouse server" in capsys.readouterr().err
+
+
+def test_a_rotated_password_reaches_grafana_only_with_rotate_password(grafana):
+    """Grafana never echoes a stored password, so a plain push cannot see that it changed."""
+    fake, url = grafana
+    push(api(url), DATASOURCE)
+    rotated = datasource_definition(clickhouse_variables("http://grafana_reader:n3w-s3cret@clickhouse:8123/default"))
+    assert push(api(url), rotated).actions["datasource aimeter-clickhouse"] == "unchanged"
+    assert fake.datasources["aimeter-clickhouse"]["secureJsonData"] == {"password": "s3cret"}  # still the old one
+    report = push(api(url), rotated, rotate_password=True)
+    assert {k: v for k, v in report.actions.items() if v != "unchanged"} == {"datasource aimeter-clickhouse": "updated"}
+    assert fake.datasources["aimeter-clickhouse"]["secureJsonData"] == {"password": "n3w-s3cret"}
+
+
+def test_the_cli_rotates_the_password_from_the_separate_settings(grafana, tmp_path, monkeypatch, capsys):
+    fake, url = grafana
+    assert main(["grafana", "push", "--url", url, "--token", TOKEN, "--clickhouse-url", CLICKHOUSE]) == 0
+    secret = tmp_path / "reader_password"
+    secret.write_text("r0tated:@/#?%\n", encoding="utf-8")
+    monkeypatch.setenv("AIMETER_CLICKHOUSE_URL", "http://clickhouse:8123/default")
+    monkeypatch.setenv("AIMETER_CLICKHOUSE_USER", "aimeter_reader")
+    monkeypatch.setenv("AIMETER_CLICKHOUSE_PASSWORD_FILE", str(secret))
+    capsys.readouterr()
+    assert main(["grafana", "push", "--url", url, "--token", TOKEN, "--rotate-password"]) == 0
+    assert "updated    datasource aimeter-clickhouse" in capsys.readouterr().out
+    stored = fake.datasources["aimeter-clickhouse"]
+    assert stored["secureJsonData"] == {"password": "r0tated:@/#?%"}
+    assert stored["jsonData"]["username"] == "aimeter_reader"
+
+
+def test_rotate_password_without_a_password_is_refused(grafana):
+    _fake, url = grafana
+    without = datasource_definition(clickhouse_variables("http://grafana_reader@clickhouse:8123/default"))
+    with pytest.raises(ValueError, match="needs a password"):
+        push(api(url), without, rotate_password=True)

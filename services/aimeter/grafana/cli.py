@@ -23,7 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     token.add_argument("--token", help="service account token (visible to `ps`: prefer --token-file)")
     token.add_argument("--token-file", type=Path, help="file holding the service account token")
     push.add_argument("--clickhouse-url", help="ClickHouse as Grafana reaches it, http(s)://user:pass@host:port/db "
-                                               "(default: AIMETER_CLICKHOUSE_URL)")
+                                               "(default: AIMETER_CLICKHOUSE_URL with AIMETER_CLICKHOUSE_USER and "
+                                               "AIMETER_CLICKHOUSE_PASSWORD[_FILE])")
+    push.add_argument("--rotate-password", action="store_true",
+                      help="send the ClickHouse password even if Grafana holds one (after rotating it): Grafana "
+                           "never returns a stored password, so a plain push cannot tell it changed")
     push.set_defaults(func=cmd_push)
 
 
@@ -48,13 +52,15 @@ def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
 
     from aimeter.grafana.push import clickhouse_variables, datasource_definition, push  # noqa: PLC0415
 
-    clickhouse_url = args.clickhouse_url or settings.clickhouse_url
+    # Default: the configured server with AIMETER_CLICKHOUSE_USER / _PASSWORD / _PASSWORD_FILE, when set.
+    clickhouse_url = args.clickhouse_url or (settings.resolved_clickhouse_url if settings.clickhouse_url else None)
     if not clickhouse_url or clickhouse_url.startswith("chdb:"):
         raise ValueError("Grafana needs a ClickHouse server: pass --clickhouse-url http://user:pass@host:8123/db")
     token = args.token or args.token_file.read_text(encoding="utf-8").strip()
     api = GrafanaApi.from_url(args.url, credential=token)
     try:
-        report = push(api, datasource_definition(clickhouse_variables(clickhouse_url)))
+        report = push(api, datasource_definition(clickhouse_variables(clickhouse_url)),
+                      rotate_password=args.rotate_password)
     except GrafanaException as exc:
         print(f"aimeter grafana push: {args.url} answered {exc.status_code or 'nothing'}: {exc.message}; "
               "nothing after that was written (run it again once fixed: it is idempotent)", file=sys.stderr)

@@ -97,20 +97,23 @@ def ensure_folder(api: GrafanaApi, uid: str, title: str) -> str:
     return "unchanged"
 
 
-def datasource_differs(current: Json, wanted: Json) -> bool:
+def datasource_differs(current: Json, wanted: Json, *, rotate_password: bool = False) -> bool:
+    """Grafana never returns a stored password (only ``secureJsonFields``), so a changed password cannot be seen:
+    with ``rotate_password`` the one we hold is sent anyway (after a ClickHouse password rotation)."""
     plain = any(current.get(k) != v for k, v in wanted.items() if k not in {"jsonData", "secureJsonData"})
     settings = current.get("jsonData") or {}
     json_data = any(settings.get(k) != v for k, v in wanted.get("jsonData", {}).items())
-    password = "secureJsonData" in wanted and not (current.get("secureJsonFields") or {}).get("password")
+    stored = bool((current.get("secureJsonFields") or {}).get("password"))
+    password = "secureJsonData" in wanted and (rotate_password or not stored)
     return plain or json_data or password
 
 
-def ensure_datasource(api: GrafanaApi, wanted: Json) -> str:
+def ensure_datasource(api: GrafanaApi, wanted: Json, *, rotate_password: bool = False) -> str:
     current = _get(lambda: api.datasource.get_datasource_by_uid(wanted["uid"]))
     if current is None:
         api.datasource.create_datasource(wanted)
         return "created"
-    if datasource_differs(current, wanted):
+    if datasource_differs(current, wanted, rotate_password=rotate_password):
         api.datasource.update_datasource_by_uid(wanted["uid"], wanted)
         return "updated"
     return "unchanged"
@@ -130,12 +133,17 @@ def ensure_dashboard(api: GrafanaApi, dashboard: Json, folder_uid: str) -> str:
     return "created" if current is None else "updated"
 
 
-def push(api: GrafanaApi, datasource: Json, dashboards: list[Json] | None = None) -> PushReport:
-    """Folder first (dashboards go in it), then the datasource they name, then each dashboard."""
+def push(api: GrafanaApi, datasource: Json, dashboards: list[Json] | None = None, *,
+         rotate_password: bool = False) -> PushReport:
+    """Folder first (dashboards go in it), then the datasource they name, then each dashboard.
+    ``rotate_password`` writes the datasource's password even when Grafana already holds one."""
+    if rotate_password and "secureJsonData" not in datasource:
+        raise ValueError("--rotate-password needs a password in --clickhouse-url (or the password settings)")
     report = PushReport()
     folder_uid, folder_title = folder_definition()
     report.actions[f"folder {folder_uid}"] = ensure_folder(api, folder_uid, folder_title)
-    report.actions[f"datasource {datasource['uid']}"] = ensure_datasource(api, datasource)
+    report.actions[f"datasource {datasource['uid']}"] = ensure_datasource(api, datasource,
+                                                                          rotate_password=rotate_password)
     for dashboard in dashboards if dashboards is not None else load_dashboards():
         report.actions[f"dashboard {dashboard['uid']}"] = ensure_dashboard(api, dashboard, folder_uid)
     return report

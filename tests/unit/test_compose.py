@@ -229,6 +229,8 @@ def test_clickhouse_has_a_read_only_reader_and_a_separate_writer():
     assert profile.findtext("readonly") in {"1", "2"}
     constraints = profile.find("constraints")
     assert constraints is not None
+    assert profile.findtext("enable_analyzer") == "1"  # the dashboards' parameterized views need it on 25.8
+    assert constraints.find("enable_analyzer/const") is not None
     for setting in ("max_execution_time", "max_memory_usage", "max_result_bytes"):
         assert int(profile.findtext(setting)) <= int(constraints.findtext(f"{setting}/max")), setting
     for user, variable in ((reader, "AIMETER_CLICKHOUSE_READER_PASSWORD"),

@@ -31,7 +31,7 @@ def ensure_topics(bootstrap: str, partitions: int = 4, timeout: float = 30.0) ->
                 raise RuntimeError(f"could not create Kafka topic {topic} on {bootstrap}: {exc}") from exc
 
 
-def ensure_topics_in_background(bootstrap: str, who: str, *, retry_max_s: float = 30.0) -> threading.Thread:
+def ensure_topics_in_background(bootstrap: str, who: str, *, retry_max_s: float = 10.0) -> threading.Thread:
     """Create the topics once Kafka answers, retrying with backoff; a process never waits for it to start.
 
     Logs one line while the cluster does not answer and one when the topics exist.

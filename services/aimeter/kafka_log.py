@@ -17,6 +17,9 @@ from confluent_kafka import KafkaError
 
 log = logging.getLogger("aimeter.kafka")
 _FATAL = (KafkaError._FATAL,)
+# librdkafka queues its log lines until the client's next poll(): a failure logged just before the cluster
+# answered can arrive just after. Within this long after "answers again" such lines are counted, not a new outage.
+STALE_S = 3.0
 # librdkafka log facilities that mean "cannot reach or lost the broker"
 _UNREACHABLE = frozenset({"FAIL", "ERROR", "BROKERFAIL", "REQTMOUT", "CONNECT", "DISCONNECT"})
 
@@ -28,6 +31,7 @@ class KafkaLog:
         self.who = who
         self.bootstrap = bootstrap
         self.down_since: float | None = None
+        self.up_since = -STALE_S
         self.suppressed = 0
         self.outages = 0
         self._seen: set[str] = set()
@@ -54,7 +58,7 @@ class KafkaLog:
 
     def _went_down(self, message: str) -> None:
         with self._lock:
-            if self.down_since is not None:
+            if self.down_since is not None or time.monotonic() - self.up_since < STALE_S:
                 self.suppressed += 1
                 return
             self.down_since = time.monotonic()
@@ -75,6 +79,8 @@ class KafkaLog:
         with self._lock:
             since, self.down_since = self.down_since, None
             suppressed = self.suppressed
+            if since is not None:
+                self.up_since, self.suppressed = time.monotonic(), 0
         if since is not None:
             log.warning("%s: Kafka at %s answers again after %.1f s; %d librdkafka messages suppressed meanwhile",
                         self.who, self.bootstrap, time.monotonic() - since, suppressed)

@@ -1,19 +1,21 @@
 """``aimeter reconcile``: what the gateways emitted, per hour, against what ClickHouse holds.
 
-Gateways persist an exact per-hour count of the events they emitted (``<data dir>/counts/<gateway
-id>.json``). Any hour where ClickHouse holds fewer distinct events is a gap (lost or still in a
-spool); more is a duplicate that escaped deduplication. Either exits non-zero.
+Each gateway journals every event before its answer ends (``gateway/journal.py``); its per-hour
+count is the counts file (``<data dir>/counts/<gateway id>.json``, segments already retired) plus
+the journal segments still on disk, so the count never lags an answer, even after a ``kill -9``.
+Any hour where ClickHouse holds fewer distinct events is a gap (lost or still in a spool); more is
+a duplicate that escaped deduplication. Either exits non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aimeter.gateway.journal import emitted_counts as journal_counts
 from aimeter.report import parse_when, render
 from aimeter.settings import Settings
 
@@ -45,11 +47,13 @@ class HourCheck:
         return "ok"
 
 
-def emitted_counts(counts_dir: Path) -> Counter[str]:
-    """Sum of every gateway's per-hour counts."""
+def emitted_counts(counts_dir: Path, spool_dir: Path) -> Counter[str]:
+    """Sum of every gateway's per-hour counts: its counts file plus its journal segments not folded in yet."""
+    gateways = {p.stem for p in counts_dir.glob("*.json")} | {p.name.removesuffix(".journal")
+                                                              for p in spool_dir.glob("*.journal")}
     total: Counter[str] = Counter()
-    for path in sorted(counts_dir.glob("*.json")):
-        total.update(json.loads(path.read_text(encoding="utf-8")))
+    for gateway in sorted(gateways):
+        total.update(journal_counts(counts_dir / f"{gateway}.json", spool_dir / f"{gateway}.journal"))
     return total
 
 
@@ -75,11 +79,12 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     since, until = parse_when(args.since, now), parse_when(args.until, now)
     client = report_client(settings.resolved_clickhouse_url, settings.query_port)
     rows = client.query(RECONCILE_SQL, parameters={"since": since, "until": until}).result_rows
-    checks = compare(emitted_counts(settings.data_dir / "counts"), {h: (e, p) for h, e, p in rows}, since, until)
+    counts = emitted_counts(settings.data_dir / "counts", settings.resolved_spool_dir)
+    checks = compare(counts, {h: (e, p) for h, e, p in rows}, since, until)
     print(render(["hour", "emitted", "stored", "priced", "verdict"],
                  [[c.hour, c.emitted, c.stored, c.priced, c.verdict] for c in checks]))
-    spool = sum(p.stat().st_size for p in (settings.data_dir / "spool").glob("*") if p.is_file()) \
-        if (settings.data_dir / "spool").exists() else 0
+    spool_dir = settings.resolved_spool_dir
+    spool = sum(p.stat().st_size for p in spool_dir.glob("*.jsonl*") if p.is_file()) if spool_dir.exists() else 0
     if spool:
         print(f"note: {spool} bytes of events are still in gateway spools (they count as a gap until replayed)")
     bad = [c for c in checks if c.verdict != "ok"]

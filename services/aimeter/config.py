@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aimeter.events import Deployment
 
@@ -103,6 +112,26 @@ class ReferenceModel(BaseModel):
     model: str
 
 
+class UpstreamAccount(BaseModel):
+    """Which provider account a backend's credential belongs to, so usage can be grouped the way the provider's
+    own usage and cost reports group it (``aimeter reconcile --provider``). Ids only, never the secret."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    credential_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+                               description="A stable name for the credential (e.g. the provider's API key id); "
+                                           "never the key itself.")
+    project_id: str | None = Field(None, description="OpenAI project id (proj_...) the key belongs to.")
+    workspace_id: str | None = Field(None, description="Anthropic workspace id (wrkspc_...); unset: the default.")
+
+    @field_validator("credential_id")
+    @classmethod
+    def _not_a_secret(cls, value: str) -> str:
+        if value.startswith("sk-"):
+            raise ValueError("credential_id looks like an API key (sk-...): give an id or a name, never the secret")
+        return value
+
+
 class Backend(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -114,6 +143,7 @@ class Backend(BaseModel):
     api_key_file: Path | None = Field(None, description="File holding the provider credential.")
     gpu: GpuCost | list[GpuCost] | None = Field(None, description="GPU cost, or a list of dated periods.")
     reference_model: ReferenceModel | None = None
+    account: UpstreamAccount | None = Field(None, description="Provider account ids of the credential (reconcile).")
 
     @model_validator(mode="after")
     def _self_hosted_has_cost(self) -> Backend:

@@ -19,7 +19,6 @@ ALERTS_FILE = DASHBOARDS_DIR / "provisioning" / "alerting" / "aimeter.yaml"
 PROVISIONED = yaml.safe_load(ALERTS_FILE.read_text(encoding="utf-8"))
 RULES = {r["uid"]: r for g in PROVISIONED["groups"] for r in g["rules"]}
 DATASOURCE_UID = yaml.safe_load(DATASOURCE_FILE.read_text(encoding="utf-8"))["datasources"][0]["uid"]
-AT = SINCE.tzinfo
 
 
 @pytest.fixture(scope="module")
@@ -74,26 +73,26 @@ def test_every_query_runs_on_the_engine(store):
 
 
 def test_spend_spike_fires_on_a_burst_and_not_on_a_quiet_hour(store):
-    burst = datetime(2027, 2, 3, 9, 30, tzinfo=AT)  # E1, $4.375, at 09:00; the week before: one $0.15 request
+    burst = SINCE.replace(day=3, hour=9, minute=30)  # E1, $4.375, at 09:00; the week before: one $0.15 request
     (ratio,), = run(store, "aimeter-spend-spike", at(burst, "aimeter-spend-spike"))
     threshold = RULES["aimeter-spend-spike"]["data"][-1]["model"]["conditions"][0]["evaluator"]["params"][0]
     assert ratio > threshold
     assert ratio == pytest.approx(4.375 / 0.01)  # the baseline is floored at 1 cent an hour
-    quiet = datetime(2027, 2, 28, 23, 59, 59, 999000, tzinfo=AT)  # E6 ($0.75) alone: under 1 USD
+    quiet = UNTIL - timedelta(milliseconds=1)  # E6 ($0.75) alone: under 1 USD
     assert run(store, "aimeter-spend-spike", at(quiet, "aimeter-spend-spike")) == [(0.0,)]
 
 
 def test_unpriced_and_unmetered_each_get_a_row_even_when_zero(store):
     month = QueryContext(SINCE, UNTIL - timedelta(milliseconds=1), timedelta(minutes=1))
     assert run(store, "aimeter-requests-without-cost", month) == [("unmetered", 0), ("unpriced", 3)]
-    hour = at(datetime(2027, 2, 3, 10, 30, tzinfo=AT), "aimeter-requests-without-cost")  # E10 at 10:05
+    hour = at(SINCE.replace(day=3, hour=10, minute=30), "aimeter-requests-without-cost")  # E10 at 10:05
     assert run(store, "aimeter-requests-without-cost", hour) == [("unmetered", 0), ("unpriced", 1)]
 
 
 def test_pipeline_lag_is_the_slowest_request_of_the_window(store):
-    window = QueryContext(datetime(2027, 2, 3, 9, tzinfo=AT), datetime(2027, 2, 3, 11, tzinfo=AT), timedelta(1))
+    window = QueryContext(SINCE.replace(day=3, hour=9), SINCE.replace(day=3, hour=11), timedelta(1))
     assert run(store, "aimeter-pipeline-lag", window) == [(2.5,)]
-    empty = at(datetime(2027, 1, 15, tzinfo=AT), "aimeter-pipeline-lag")
+    empty = at(SINCE - timedelta(days=17), "aimeter-pipeline-lag")
     assert run(store, "aimeter-pipeline-lag", empty) == [(0,)]
 
 

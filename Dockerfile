@@ -1,5 +1,7 @@
 # The aimeter image: one image for the gateway, the pricer, the fake upstream and the demo traffic
 # (docker-compose.yml runs each as `aimeter <command>`, the same commands as local mode).
+# The newest 3.11 patch release seen in public pins (2026-12). No digest: Docker Hub was not reachable to verify
+# one; add `@sha256:…` (docker buildx imagetools inspect python:3.11.15-slim-bookworm) for a reproducible build.
 FROM python:3.11.15-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -56,12 +56,14 @@ def partial(usage: Usage, done: int, total: int) -> Usage:
 
 
 class StreamParts(NamedTuple):
-    """An encoded stream: head frames, one frame per content delta, tail frames, an in-stream error frame."""
+    """An encoded stream: head frames, one frame per content delta, tail frames, an in-stream error frame,
+    and (``only_error``, when it differs from ``error``) the whole stream of an API failing before it started."""
 
     head: bytes
     content: list[bytes]
     tail: bytes
     error: bytes
+    only_error: bytes = b""
 
 
 def sse(obj: JsonDict) -> bytes:

@@ -94,4 +94,5 @@ def stream_sse(plan: Plan, response_id: str) -> StreamParts:
 def stream_array(plan: Plan, response_id: str) -> StreamParts:
     """No `alt`: a JSON array of the chunks, opened at once and closed after the last."""
     frames = [(b"," if i else b"") + b"\r\n" + orjson.dumps(c) for i, c in enumerate(_chunks(plan, response_id))]
-    return StreamParts(b"[", frames, b"\r\n]", b",\r\n" + orjson.dumps(_OVERLOADED) + b"\r\n]")
+    return StreamParts(b"[", frames, b"\r\n]", b",\r\n" + orjson.dumps(_OVERLOADED) + b"\r\n]",
+                       b"[\r\n" + orjson.dumps(_OVERLOADED) + b"\r\n]")

@@ -22,6 +22,9 @@ made of whitespace-separated `key=value` pairs after `fake:`, in any order, any 
     gap_ms          wait between streamed content deltas
     drop            stream only this many content deltas, then cut the connection
     error_after     stream this many content deltas, then the API's in-stream error event, then end
+    error_only      1: a 200 stream that carries the API's in-stream error and nothing else (Anthropic's
+                    `event: error` overloaded_error, Gemini's error chunk, the Responses API's `error`
+                    event, OpenAI Chat's `data: {"error": …}`, Ollama's error line)
     linger_ms       after a stream's last event, wait this long before ending the response (an upstream or
                     load balancer slow to close; the client has its whole answer already)
     status          answer with this HTTP error (400-599) in the API's error shape
@@ -76,7 +79,7 @@ MAX_WAIT_MS = 600_000
 _USAGE_KEYS = ("prompt", "completion", "cached", "reasoning", "cache_write_5m", "cache_write_1h")
 _INT_KEYS = frozenset(
     {*_USAGE_KEYS, "chunks", "words", "latency_ms", "gap_ms", "drop", "error_after", "status", "timings", "frozen",
-     "linger_ms", "malformed"}
+     "linger_ms", "malformed", "error_only"}
 )
 _ALIASES = {"thoughts": "reasoning"}
 _TEXT_KEYS = {"served": None, "dialect": frozenset(DIALECTS)}  # keys with text values; None: any text
@@ -103,6 +106,7 @@ class Plan(NamedTuple):
     frozen: bool = False  # fixed ids and timestamps, so two answers can be compared byte for byte
     malformed: int = 0  # a broken whole answer on purpose (see fake_upstream/malformed.py)
     linger_s: float = 0.0  # wait after a stream's last event before ending the response
+    error_only: bool = False  # the stream is the API's in-stream error alone
 
 
 def parse_directive(text: str) -> dict[str, int | str]:
@@ -140,6 +144,7 @@ _LIMITS = {
     "linger_ms": MAX_WAIT_MS,
     "timings": 1,
     "frozen": 1,
+    "error_only": 1,
     "malformed": 5,
 }
 
@@ -163,8 +168,8 @@ def _check(directive: dict[str, Any], usage: Usage, request: Request) -> None:
             raise RequestError(f"fake directive: {key}={directive[key]} exceeds the limit {limit}.")
     if directive.get("chunks") == 0:
         raise RequestError("fake directive: chunks must be at least 1.")
-    if "drop" in directive and "error_after" in directive:
-        raise RequestError("fake directive: use either drop or error_after, not both.")
+    if sum(key in directive for key in ("drop", "error_after", "error_only")) > 1:
+        raise RequestError("fake directive: use either drop or error_after or error_only, not two of them.")
     status = directive.get("status")
     if status is not None and not 400 <= status <= 599:
         raise RequestError(f"fake directive: status={status} is not an HTTP error status (400-599).")
@@ -209,6 +214,7 @@ def plan_for(request: Request, default_latency_ms: float) -> Plan:
         frozen=directive.get("frozen") == 1,
         malformed=int(directive.get("malformed", 0)),
         linger_s=directive.get("linger_ms", 0) / 1000,
+        error_only=directive.get("error_only") == 1,
     )
 
 

@@ -142,4 +142,6 @@ def stream(ids: Ids, plan: Plan, body: dict[str, Any]) -> StreamParts:
                              output=_output(ids, plan, "", "incomplete"))
     error_seq = _Events()
     error_seq.seq = after_head + min(plan.error_after or 0, len(pieces))
-    return StreamParts(head, content, tail, error_seq.frame("response.failed", response=failed))
+    # Failing before it started: the documented `error` event (type, code, message, param), and nothing else.
+    only = _Events().frame("error", code="server_error", message=_FAILURE["message"], param=None)
+    return StreamParts(head, content, tail, error_seq.frame("response.failed", response=failed), only)

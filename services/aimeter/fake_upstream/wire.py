@@ -114,6 +114,9 @@ async def send_stream(
         if plan.drop is not None:
             await _write_paced(response, parts.head, parts.content[: plan.drop], plan.gap_s)
             _cut_connection(request)
+        elif plan.error_only:
+            await response.write(parts.only_error or parts.error)
+            await response.write_eof()
         elif plan.error_after is not None:
             await _write_paced(response, parts.head, parts.content[: plan.error_after], plan.gap_s)
             await response.write(parts.error)

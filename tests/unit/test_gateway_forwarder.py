@@ -172,3 +172,27 @@ def test_a_client_that_leaves_cancels_the_stream_and_drops_the_upstream_connecti
         assert outcome.extracted.source is UsageSource.ESTIMATED
 
     run(main)
+
+
+def test_a_stream_that_reached_done_is_ok_although_the_client_hangs_up_before_the_upstream_closes():
+    """The openai SDK closes its connection on ``[DONE]``; an upstream (or a load balancer) may take a while
+    to end the response after it. The stream was complete, so it is ``ok``, not ``client_cancelled``."""
+    usage = b"data: " + orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [],
+                                      "usage": {"prompt_tokens": 7, "completion_tokens": 3}}) + b"\n\n"
+
+    async def handler(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for event in (sse(0), usage, b"data: [DONE]\n\n"):
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        await asyncio.sleep(3)  # the terminating chunk comes late
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        outcome, _ = await forward(url, stream=True, leave_after=0.3)
+        server.close()
+        assert outcome.status is Status.OK
+        assert outcome.extracted.source is UsageSource.REPORTED
+        assert outcome.extracted.usage.input_tokens == 7
+
+    run(main)

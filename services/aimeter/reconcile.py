@@ -14,10 +14,15 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aimeter.gateway.journal import emitted_counts as journal_counts
+from aimeter.provider_books import cli as provider_cli
 from aimeter.report import parse_when, render
 from aimeter.settings import Settings
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 RECONCILE_SQL = """
 SELECT formatDateTime(h, '%Y-%m-%dT%H:00Z') AS hour, e.events, c.priced
@@ -69,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("reconcile", help="compare gateway-emitted event counts with ClickHouse; non-zero on a gap")
     p.add_argument("--since", required=True, help="ISO date/time (UTC) or relative like 24h")
     p.add_argument("--until", default="now")
+    provider_cli.add_arguments(p)
     p.set_defaults(func=cmd_reconcile)
 
 
@@ -78,6 +84,8 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     since, until = parse_when(args.since, now), parse_when(args.until, now)
     client = report_client(settings.resolved_clickhouse_url, settings.query_port)
+    if args.provider:
+        return cmd_provider_books(args, settings, client, since, until)
     rows = client.query(RECONCILE_SQL, parameters={"since": since, "until": until}).result_rows
     counts = emitted_counts(settings.data_dir / "counts", settings.resolved_spool_dir)
     checks = compare(counts, {h: (e, p) for h, e, p in rows}, since, until)
@@ -90,3 +98,18 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     bad = [c for c in checks if c.verdict != "ok"]
     print(f"{len(checks)} hours checked, {len(bad)} with a gap or duplicate")
     return 1 if bad else 0
+
+
+def cmd_provider_books(args: argparse.Namespace, settings: Settings, client: Client, since: datetime,
+                       until: datetime) -> int:
+    """``--provider``: the provider's own usage and cost reports against the ledger (``aimeter.provider_books``)."""
+    from aimeter.config import load_config  # noqa: PLC0415
+    from aimeter.reprice import open_for_writing  # noqa: PLC0415
+    from aimeter.store.client import chdb_path  # noqa: PLC0415
+
+    url = settings.resolved_clickhouse_url
+    config_path = args.config or settings.config
+    config = load_config(config_path) if config_path else None
+    # Server mode: the report client writes too. Embedded: only if no pricer holds the store (else: not stored).
+    writer = (lambda: client) if chdb_path(url) is None else (lambda: open_for_writing(url))
+    return provider_cli.run(args, client, writer, config, provider_cli.environ(), since=since, until=until)

@@ -15,6 +15,9 @@ Routes (one row per endpoint, from the API modules):
     POST /v1beta/models/{model}:generateContent      Gemini (also under /v1, google-genai 3.x's default)
     POST /v1beta/models/{model}:streamGenerateContent  Gemini stream (`?alt=sse`: SSE, else a JSON array)
     POST /api/chat, POST /api/generate               Ollama (NDJSON stream unless `"stream": false`)
+    GET  /v1/organization/usage/completions, /v1/organization/costs        OpenAI admin usage and costs
+    GET  /v1/organizations/usage_report/messages, /v1/organizations/cost_report  Anthropic admin usage and cost
+    POST, DELETE /fake-admin/books                   seed / clear the books the admin routes answer from
     GET  /health                                     liveness
 """
 
@@ -28,7 +31,7 @@ import signal
 import orjson
 from aiohttp import web
 
-from aimeter.fake_upstream import native_api, openai_api
+from aimeter.fake_upstream import admin_anthropic, admin_books, admin_openai, native_api, openai_api
 from aimeter.fake_upstream import openai_shapes as shapes
 from aimeter.fake_upstream.wire import LATENCY_MS_KEY, Handler
 
@@ -54,6 +57,9 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     *openai_api.ROUTES,
     *openai_api.AZURE_ROUTES,
     *native_api.ROUTES,
+    *admin_openai.ROUTES,
+    *admin_anthropic.ROUTES,
+    *admin_books.CONTROL_ROUTES,
 )
 
 
@@ -61,6 +67,7 @@ def make_app(latency_ms: float = 0.0) -> web.Application:
     """Build the app; `latency_ms` delays every answer unless a directive overrides it."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[LATENCY_MS_KEY] = float(latency_ms)
+    admin_books.setup(app)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.router.add_route("*", "/{tail:.*}", not_found)

@@ -173,6 +173,9 @@ class ModelRoute(BaseModel):
 
     backend: str
     upstream_model: str | None = Field(None, description="Name sent upstream if it differs (alias).")
+    priced_as: ReferenceModel | None = Field(
+        None, description="Price-book provider and model this route is priced as (e.g. an Azure deployment name "
+                          "priced as openai/gpt-4o); default: the backend's provider and the model's own names.")
 
 
 class GatewayConfig(BaseModel):

@@ -25,11 +25,12 @@ if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
 RECONCILE_SQL = """
-SELECT formatDateTime(h, '%Y-%m-%dT%H:00Z') AS hour, e.events, c.priced
+SELECT formatDateTime(h, '%Y-%m-%dT%H:00Z') AS hour, e.events, c.priced, c.unpriced, c.unmetered
 FROM (SELECT toStartOfHour(started_at) AS h, count() AS events FROM usage_events FINAL
       WHERE started_at >= {since:DateTime64(3, 'UTC')} AND started_at < {until:DateTime64(3, 'UTC')} GROUP BY h) AS e
 FULL OUTER JOIN
-     (SELECT toStartOfHour(started_at) AS h, count() AS priced FROM usage_costs FINAL
+     (SELECT toStartOfHour(started_at) AS h, count() AS priced, countIf(pricing_status = 'unpriced') AS unpriced,
+             countIf(pricing_status = 'unmetered') AS unmetered FROM usage_costs FINAL
       WHERE started_at >= {since:DateTime64(3, 'UTC')} AND started_at < {until:DateTime64(3, 'UTC')} GROUP BY h) AS c
 USING h
 ORDER BY hour
@@ -38,10 +39,15 @@ ORDER BY hour
 
 @dataclass(frozen=True)
 class HourCheck:
+    """One hour. ``priced`` counts every stored cost row; ``unpriced`` and ``unmetered`` are the rows among
+    them with no cost (no price known; a 2xx answer with no readable usage): not a gap, never a silent $0."""
+
     hour: str
     emitted: int
     stored: int
     priced: int
+    unpriced: int = 0
+    unmetered: int = 0
 
     @property
     def verdict(self) -> str:
@@ -62,9 +68,10 @@ def emitted_counts(counts_dir: Path, spool_dir: Path) -> Counter[str]:
     return total
 
 
-def compare(emitted: Counter[str], stored: dict[str, tuple[int, int]], since: datetime,
+def compare(emitted: Counter[str], stored: dict[str, tuple[int, ...]], since: datetime,
             until: datetime) -> list[HourCheck]:
-    """Pure: one line per hour that either side knows, inside [since, until)."""
+    """Pure: one line per hour that either side knows, inside [since, until). ``stored``: per hour (events,
+    cost rows[, unpriced, unmetered])."""
     lo, hi = since.strftime("%Y-%m-%dT%H:00Z"), until.strftime("%Y-%m-%dT%H:%MZ")
     hours = sorted({h for h in emitted if lo <= h < hi} | set(stored))
     return [HourCheck(h, emitted.get(h, 0), *stored.get(h, (0, 0))) for h in hours]
@@ -88,15 +95,19 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_provider_books(args, settings, client, since, until)
     rows = client.query(RECONCILE_SQL, parameters={"since": since, "until": until}).result_rows
     counts = emitted_counts(settings.data_dir / "counts", settings.resolved_spool_dir)
-    checks = compare(counts, {h: (e, p) for h, e, p in rows}, since, until)
-    print(render(["hour", "emitted", "stored", "priced", "verdict"],
-                 [[c.hour, c.emitted, c.stored, c.priced, c.verdict] for c in checks]))
+    checks = compare(counts, {r[0]: tuple(r[1:]) for r in rows}, since, until)
+    print(render(["hour", "emitted", "stored", "priced", "unpriced", "unmetered", "verdict"],
+                 [[c.hour, c.emitted, c.stored, c.priced, c.unpriced, c.unmetered, c.verdict] for c in checks]))
     spool_dir = settings.resolved_spool_dir
     spool = sum(p.stat().st_size for p in spool_dir.glob("*.jsonl*") if p.is_file()) if spool_dir.exists() else 0
     if spool:
         print(f"note: {spool} bytes of events are still in gateway spools (they count as a gap until replayed)")
     bad = [c for c in checks if c.verdict != "ok"]
     print(f"{len(checks)} hours checked, {len(bad)} with a gap or duplicate")
+    unpriced, unmetered = sum(c.unpriced for c in checks), sum(c.unmetered for c in checks)
+    if unpriced or unmetered:
+        print(f"{unpriced} unpriced and {unmetered} unmetered requests have no cost (see the pricer's log for what "
+              "to do); they are counted, never $0")
     return 1 if bad else 0
 
 

@@ -9,6 +9,10 @@ file (both read at the edge), and every event is priced at its own ``started_at`
   them, else by sustained throughput (see :mod:`aimeter.pricer.gpu`); plus what the same tokens
   would have cost on the backend's reference proprietary model (the savings basis).
 * Unknown models are never $0: cost is None and the status says ``unpriced``.
+* A 2xx answer whose usage could not be read (``usage_source=none``, no tokens) is never $0 either: cost
+  is None and the status says ``unmetered``. A failed attempt with no usage is a true $0 (nothing billed).
+* A model route may say what it is priced as (``priced_as: {provider, model}``), e.g. an Azure deployment
+  name priced as the OpenAI model it deploys.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from aimeter.pricer.rates import Components, RateCard, UsageCounts, apply_card, 
 
 PRICED = "priced"
 UNPRICED = "unpriced"
+UNMETERED = "unmetered"  # a 2xx answer whose usage could not be read: no cost, counted like unpriced
+NOT_PRICED = (UNPRICED, UNMETERED)
 LIST = "list"
 OVERRIDE = "override"
-__all__ = ["GENAI_PRICES_VERSION", "PRICED", "UNPRICED", "PriceBook", "Priced", "money"]
+__all__ = ["GENAI_PRICES_VERSION", "NOT_PRICED", "PRICED", "UNMETERED", "UNPRICED", "PriceBook", "Priced", "money"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,12 @@ class Resolved:
         return " ".join([self.quote.source, *([] if tier is None else [f"tier>{tier}"]), *self.adjusted.labels])
 
 
+def is_unmetered(http_status: int, usage_source: str, usage: TokenUsage) -> bool:
+    """The upstream answered 2xx, so it will bill, but the gateway could read no usage from the answer."""
+    # Every other token class is a subset of input_tokens or output_tokens.
+    return 200 <= http_status < 300 and usage_source == "none" and not (usage.input_tokens or usage.output_tokens)
+
+
 def is_batch(event: UsageEvent) -> bool:
     """Batch-API traffic: an ``api`` ending in ``.batch``, or the attribution tag ``batch=true``."""
     return batch_traffic(event.api, event.attribution.tags.get("batch"))
@@ -110,17 +122,32 @@ class PriceBook:
         self.memo: dict[str, Any] = {}
 
     def price(self, event: UsageEvent) -> Priced:
+        if is_unmetered(event.http_status, event.usage_source, event.usage):
+            return self.unmetered(event.model_served or event.model_requested)
         backend = self.config.backends.get(event.backend)
         if event.deployment is Deployment.SELF_HOSTED:
             return self._self_hosted(event, backend)
-        names = self.model_names(event.model_requested, event.model_served)
-        return self.price_tokens(event.usage, event.provider, names, event.started_at, batch=is_batch(event))
+        provider, names = self.price_names(event.provider, event.model_requested, event.model_served)
+        return self.price_tokens(event.usage, provider, names, event.started_at, batch=is_batch(event))
 
     def model_names(self, requested: str, served: str) -> tuple[str, ...]:
         """Names to look a price up by, best first: what was served, the configured upstream name, the request."""
         route = self.config.models.get(requested)
         upstream = route.upstream_model if route else None
         return tuple(dict.fromkeys(m for m in (served, upstream, requested) if m))
+
+    def price_names(self, provider: str, requested: str, served: str) -> tuple[str, tuple[str, ...]]:
+        """The provider and names a proprietary request is priced by: the route's ``priced_as`` when it says
+        (an Azure deployment ``gpt-4o-prod`` priced as openai/gpt-4o), else its own provider and names."""
+        route = self.config.models.get(requested)
+        if route is not None and route.priced_as is not None:
+            return route.priced_as.provider, (route.priced_as.model,)
+        return provider, self.model_names(requested, served)
+
+    def unmetered(self, model: str) -> Priced:
+        return Priced(None, None, None, UNMETERED, "none", self.version, "",
+                      f"{model or '<no model>'}: 2xx answer without readable usage (usage_source=none); the provider "
+                      "billed tokens we could not count")
 
     def price_tokens(self, usage: TokenUsage, provider: str, names: tuple[str, ...], at: datetime, *,
                      batch: bool = False) -> Priced:

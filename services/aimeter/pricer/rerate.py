@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from aimeter.events import UsageEvent
-from aimeter.pricer.core import UNPRICED, PriceBook, Priced
+from aimeter.pricer.core import NOT_PRICED, PriceBook, Priced
 from aimeter.pricer.rates import CLASSES
 from aimeter.pricer.rows import priced_row
 
@@ -27,7 +27,7 @@ COMPARED = ["cost_usd", *(f"{c}_cost_usd" for c in CLASSES), "reference_cost_usd
 
 @dataclass
 class Totals:
-    """Cost before and after over a set of events (unpriced events add nothing, and are counted)."""
+    """Cost before and after over a set of events (unpriced and unmetered events add nothing, and are counted)."""
 
     events: int = 0
     changed: int = 0
@@ -42,8 +42,8 @@ class Totals:
         old_cost = old.get("cost_usd") if old is not None else None
         self.before += old_cost or 0
         self.after += new.cost_usd or 0
-        self.unpriced_before += old is None or old.get("pricing_status") == UNPRICED
-        self.unpriced_after += new.pricing_status == UNPRICED
+        self.unpriced_before += old is None or old.get("pricing_status") in NOT_PRICED
+        self.unpriced_after += new.pricing_status in NOT_PRICED
 
     def merge(self, other: Totals) -> None:
         for name in ("events", "changed", "before", "after", "unpriced_before", "unpriced_after"):

@@ -259,6 +259,9 @@ def build_batch(values: list[bytes], book: PriceBook, priced_at: datetime, *, fa
         if e is None:
             slow.append(index)
             continue
+        if e.usage_source == "none" and 200 <= e.http_status < 300:  # maybe unmetered: the reference decides
+            slow.append(index)
+            continue
         tags = e.attribution.tags  # the key is route_key(e, by_minute), inlined: this loop runs per event
         key = (e.deployment, e.backend, e.provider, e.model_requested, e.model_served, e.api,
                tags.get("batch") if tags else None, e.started_at[:16] if by_minute else e.started_at)

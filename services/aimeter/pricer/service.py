@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from aimeter.events import DLQ_TOPIC
 from aimeter.kafka_log import quiet_client
+from aimeter.pricer.alerts import NotPricedLog
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.rows import Batch, build_batch
 from aimeter.pricer.write import insert_batch
@@ -72,10 +73,12 @@ class BatchWriter:
         # fault tests can take the embedded engine "down" and prove the retry path loses and doubles nothing.
         self.fault_file = fault_file
         self.inserted = 0
+        self.not_priced = NotPricedLog()  # unpriced and unmetered rows, once per model per hour
 
     def write(self, values: list[bytes]) -> int:
         """Returns how many events were inserted (poison excluded)."""
         batch = build_batch(values, self.book, datetime.now(UTC))
+        self.not_priced.note_batch(batch.events, batch.charges)
         if batch.poison:
             self.dead_letters(batch.poison)
             for _raw, reason in batch.poison:

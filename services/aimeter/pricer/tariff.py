@@ -269,7 +269,8 @@ class Tariffs:
                 ref = backend.reference_model
                 reference = None if ref is None else self.list_tariff(ref.provider, (ref.model,), at)
                 return GpuTariff(book, backend, at, reference)
-            return self.list_tariff(provider, book.model_names(requested, served), at, batch=batch)
+            priced_provider, names = book.price_names(provider, requested, served)
+            return self.list_tariff(priced_provider, names, at, batch=batch)
         except InexactError:
             return DeferTariff()
 

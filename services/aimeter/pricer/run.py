@@ -49,10 +49,16 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     query_runner = None
     path = chdb_path(url)
     if path is not None:
+        from aimeter.store.query_auth import READER_USER, password_file_for  # noqa: PLC0415
+        from aimeter.store.query_request import ServerLimits  # noqa: PLC0415
         from aimeter.store.query_server import serve_queries  # noqa: PLC0415 - only embedded mode needs it
 
-        query_runner = await serve_queries(str(path), "127.0.0.1", settings.query_port)
-        print(f"pricer: read-only ClickHouse HTTP endpoint on http://127.0.0.1:{settings.query_port}", flush=True)
+        limits = ServerLimits(settings.query_max_execution_s, settings.query_max_memory_bytes,
+                              settings.query_max_result_bytes)
+        query_runner = await serve_queries(str(path), "127.0.0.1", settings.query_port, limits=limits,
+                                           max_concurrent=settings.query_max_concurrent)
+        print(f"pricer: read-only ClickHouse HTTP endpoint on http://127.0.0.1:{settings.query_port} "
+              f"(user {READER_USER}, password in {password_file_for(path)})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

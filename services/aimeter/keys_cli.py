@@ -41,7 +41,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_list(_args: argparse.Namespace, settings: Settings) -> int:
     records = KeyFile(settings.resolved_keys_file).load()
-    rows = [[r.key_id, r.team, r.project, r.user, r.created_at[:19], r.revoked_at[:19] or "active"]
+    rows = [[r.key_id, r.team, r.project, r.user, r.created_at[:19], _status(r.revoked_at)]
             for r in records.values()]
     print(render(["key_id", "team", "project", "user", "created", "status"], rows))
     return 0
@@ -56,3 +56,8 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     store.save(records)
     print(f"revoked {args.key_id}")
     return 0
+
+
+def _status(revoked_at: str) -> str:
+    """A word first, so a revoked key never reads like a plain timestamp."""
+    return f"revoked {revoked_at[:19]}" if revoked_at else "active"

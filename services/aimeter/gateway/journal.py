@@ -57,7 +57,7 @@ def read_records(path: Path) -> list[bytes]:
 
 
 def truncate_torn_tail(path: Path) -> int:
-    """Cut a file back to its last complete line (and drop preallocated zeros); returns the bytes removed."""
+    """Cut a file back to its last complete line (and drop preallocated zeros); returns the torn bytes cut."""
     with path.open("r+b") as fh:
         data = fh.read()
         end = data.find(b"\0")
@@ -66,7 +66,7 @@ def truncate_torn_tail(path: Path) -> int:
         if keep < len(data):
             fh.truncate(keep)
             os.fsync(fh.fileno())
-        return len(data) - keep
+        return len(body) - keep
 
 
 def hour_counts(records: list[bytes]) -> Counter[str]:
@@ -114,9 +114,9 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         found = []
         for path in list_segments(self.directory):
-            removed = truncate_torn_tail(path)
-            if removed and path.stat().st_size:
-                log.info("journal %s: trimmed %d bytes after its last complete event", path.name, removed)
+            torn = truncate_torn_tail(path)
+            if torn:
+                log.warning("journal %s: cut a torn last event (%d bytes) left by a crash", path.name, torn)
             found.append(Segment(segment_seq(path), path))
             self._seq = max(self._seq, segment_seq(path))
         return found

@@ -194,6 +194,7 @@ class KafkaPublisher:
             self.stats.spooled += 1
             return
         self.stats.dropped += 1
+        self._held_at = time.monotonic()  # its journal segment is kept: a restart re-publishes it
         self._spool_state.update(True, f"usage events DROPPED: {self.spool.last_error} ({why})")
 
     def _replay_journal(self) -> None:
@@ -259,6 +260,10 @@ class KafkaPublisher:
                 self._stop.wait(0.5)
 
     def _report_states(self) -> None:
+        if self._spool_state.since is not None and time.monotonic() > self._held_at + self.settle_s:
+            # Every event held in memory had a full delivery timeout since without failing again: delivered.
+            self._spool_state.update(False, f"no refused event needed the spool since; {self.stats.held} were "
+                                            "held in memory meanwhile and delivered")
         journal = self.journal
         full = not journal.can_keep()
         policy = "answering 503 before forwarding (policy closed)" if self.fail_closed else \

@@ -1,14 +1,21 @@
-"""``aimeter up``: start the stack, optionally drive the demo, show what ClickHouse recorded."""
+"""``aimeter up``: start the stack, supervise it, optionally drive the demo, show what ClickHouse recorded.
+
+Supervision runs on the main thread (children get their death signal from the thread that started
+them): a part that exits is restarted with backoff while the others keep serving, and every change
+prints one line plus a status line.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aimeter.local.demo import issue_demo_keys, run_traffic
+from aimeter.local.demo import DemoStats, issue_demo_keys, run_traffic
 from aimeter.local.stack import Stack, StackError
 from aimeter.report import render
 from aimeter.settings import Settings
@@ -16,17 +23,31 @@ from aimeter.store.client import report_client
 from aimeter.store.queries import count_query, spend_query
 
 
-def wait_for_rows(stack: Stack, expected: int, timeout: float = 120.0) -> int:
+def wait_for_rows(stack: Stack, expected: int, timeout: float = 120.0, tick: Callable[[], None] = lambda: None,
+                  ) -> int:
     """Poll ClickHouse until the pipeline has stored ``expected`` events; returns how many it has."""
     client = report_client(stack.settings.resolved_clickhouse_url, stack.settings.query_port)
     deadline = time.monotonic() + timeout
     stored = 0
     while time.monotonic() < deadline:
-        stored = int(client.command(count_query()))
+        tick()
+        try:
+            stored = int(client.command(count_query()))
+        except Exception:  # noqa: BLE001 - the pricer (the query endpoint) may be restarting: ask again
+            stored = 0
         if stored >= expected:
             break
         time.sleep(0.5)
     return stored
+
+
+def supervise(stack: Stack) -> None:
+    """One supervision round; prints what changed and then the status line."""
+    changes = stack.supervise()
+    for line in changes:
+        print(f"up: {line}", flush=True)
+    if changes:
+        print(f"up: {stack.status()}", flush=True)
 
 
 def print_spend(stack: Stack, since: datetime) -> None:
@@ -54,13 +75,14 @@ def run_up(settings: Settings, config_path: Path, *, demo: bool, keep_running: b
         stack.start()
         print(f"up: gateway ready at {stack.gateway_url}/v1 (OpenAI-compatible)", flush=True)
         code = 0
+        print(f"up: {stack.status()}", flush=True)
         if demo:
             code = _demo(stack, seconds, keys)
         if keep_running:
-            print("up: serving; Ctrl-C stops everything", flush=True)
-            while all(c.proc.poll() is None for c in stack.children):
-                time.sleep(1)
-            print("up: a component exited; stopping", flush=True)
+            print("up: serving; a part that exits is restarted; Ctrl-C stops everything", flush=True)
+            while True:
+                supervise(stack)
+                time.sleep(0.5)
         return code
     except StackError as exc:
         print(f"aimeter up: {exc}", flush=True)
@@ -77,12 +99,21 @@ def _demo(stack: Stack, seconds: float, keys: dict[str, str]) -> int:
     before = wait_for_rows(stack, 0, timeout=1)
     print(f"demo: sending {seconds:.0f} s of traffic from 4 teams to 4 models (OpenAI, Anthropic and "
           "self-hosted Llama) through the gateway", flush=True)
-    stats = asyncio.run(run_traffic(stack.gateway_url, keys, seconds))
+    stats = DemoStats()
+
+    def traffic() -> None:
+        stats.__dict__.update(asyncio.run(run_traffic(stack.gateway_url, keys, seconds)).__dict__)
+
+    sender = threading.Thread(target=traffic, name="demo-traffic", daemon=True)
+    sender.start()
+    while sender.is_alive():  # the main thread keeps supervising while the demo runs
+        supervise(stack)
+        sender.join(0.5)
     for sample in stats.error_samples:
         print(f"demo: error sample: {sample}")
     print(f"demo: waiting for {stats.sent} events to reach ClickHouse …", flush=True)
     t0 = time.monotonic()
-    stored = wait_for_rows(stack, before + stats.sent) - before
+    stored = wait_for_rows(stack, before + stats.sent, tick=lambda: supervise(stack)) - before
     print(f"demo: {stored}/{stats.sent} events stored in {time.monotonic() - t0:.1f} s", flush=True)
     print_spend(stack, started)
     return 0 if stored == stats.sent and stats.errors == 0 else 1

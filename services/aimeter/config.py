@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -26,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from aimeter.config_errors import describe, route_problems
 from aimeter.events import Deployment
 
 
@@ -209,11 +211,18 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    # Cross-references are checked on the raw YAML too, so they are reported with the field errors.
+    problems: list[Mapping[str, Any]] = list(route_problems(data))
     try:
-        return GatewayConfig.model_validate(data)
+        config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(lines)) from None
+        problems += [e for e in exc.errors() if "unknown backend" not in str(e["msg"])]
+        config = None
+    if problems:
+        lines = describe(problems, data, text, source)
+        raise ConfigError(f"{source}: invalid config ({len(lines)} problems):\n  " + "\n  ".join(lines))
+    assert config is not None
+    return config
 
 
 def load_config(path: Path) -> GatewayConfig:

@@ -196,3 +196,23 @@ def test_a_stream_that_reached_done_is_ok_although_the_client_hangs_up_before_th
         assert outcome.extracted.usage.input_tokens == 7
 
     run(main)
+
+
+def test_a_broken_stream_keeps_every_reason():
+    """The scanner's own finding (an event cut in half) and the gateway's (no documented end) both reach the event."""
+    async def handler(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for event in (sse(0), sse(1)[:20]):
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        outcome, _ = await forward(url, stream=True)
+        server.close()
+        assert outcome.status is Status.BROKEN_STREAM
+        assert "stream ended inside an event" in outcome.problem
+        assert "stream ended before its documented end" in outcome.problem
+
+    run(main)

@@ -197,7 +197,7 @@ class Forwarder:
         complete = scanner is not None and scanner.complete
         outcome.status, reason = stream_end(framed=scanner is not None, complete=complete, cancelled=cancelled,
                                             extracted=outcome.extracted)
-        outcome.problem = reason or outcome.problem
+        outcome.problem = "; ".join(p for p in (outcome.problem, reason) if p)  # the scanner's reason is kept too
 
     @staticmethod
     async def _pump(resp: Response, send: Send, scanner: StreamScanner | None, whole: list[bytes]) -> None:

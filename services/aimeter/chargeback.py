@@ -1,7 +1,8 @@
 """``aimeter chargeback --month 2026-11 --by team|project``: what each team (or project) owes for a month.
 
 The figures come from the same SQL builder as the Chargeback dashboard (store/chargeback_sql.py),
-over the calendar month in UTC, ``[first day 00:00, next month's first day)``. Reading goes through
+over the calendar month in UTC, ``[first day 00:00, next month's first day)``, stopped at now for the
+current month ("month to date": no future hour is billed). Reading goes through
 ``report_client``: in embedded mode the pricer owns chDB and answers on its read-only endpoint.
 The grand total is the exact Decimal sum of the lines, idle GPU capacity included.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from aimeter.report import render
+from aimeter.report import EARLIEST, LATEST, plain, render
 from aimeter.settings import Settings
 from aimeter.store.chargeback_sql import (
     CHARGEBACK_DIMENSIONS,
@@ -30,6 +31,7 @@ from aimeter.store.chargeback_sql import (
     chargeback_query,
     checked_dimension,
     daily_query,
+    owner_of,
 )
 
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
@@ -39,17 +41,32 @@ TITLE = ("cost_usd: marginal (as charged per request); loaded: paid APIs + whole
 
 @dataclass(frozen=True)
 class Chargeback:
-    """One month's lines per key, their total, and fully loaded spend per day and key (for charts)."""
+    """One month's lines per key (per team and key, by project), their total, and fully loaded spend per day
+    and key (for charts). ``until`` is where the period stopped: the month's end, or now for the current month."""
 
     month: str
     by: str
     rows: list[dict[str, Any]]
     total: dict[str, Any]
     daily: list[tuple[date, str, Decimal]]
+    until: datetime | None = None
+    to_date: bool = False
+
+    @property
+    def labels(self) -> list[str]:
+        owner = owner_of(self.by)
+        return [self.by] if owner is None else [owner, self.by]
 
     @property
     def columns(self) -> list[str]:
-        return [self.by, *MEASURES]
+        return [*self.labels, *MEASURES]
+
+    @property
+    def period(self) -> str:
+        """How the report names its period: "2026-12, month to date (until 2026-12-06 19:40 UTC)"."""
+        if self.to_date and self.until is not None:
+            return f"{self.month}, month to date (until {self.until:%Y-%m-%d %H:%M} UTC)"
+        return f"{self.month} (UTC)"
 
 
 def month_window(text: str) -> tuple[datetime, datetime]:
@@ -58,8 +75,18 @@ def month_window(text: str) -> tuple[datetime, datetime]:
     if match is None or not 1 <= int(match.group(2)) <= 12:
         raise ValueError(f"--month must be YYYY-MM (e.g. 2026-11), got {text!r}")
     year, month = int(match.group(1)), int(match.group(2))
+    if not EARLIEST.year <= year < LATEST.year:
+        raise ValueError(f"--month {text!r} is out of range: reports cover {EARLIEST.year}-01 .. {LATEST.year - 1}-12")
     since = datetime(year, month, 1, tzinfo=UTC)
     return since, datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+
+
+def report_window(month: str, now: datetime) -> tuple[datetime, datetime, bool]:
+    """The month's window as reported at ``now``: it stops at now (no future hour is billed); the flag says
+    whether it did (the current month is "month to date")."""
+    since, end = month_window(month)
+    until = min(end, max(now, since))
+    return since, until, until < end
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -72,26 +99,24 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def fetch(client: Client, month: str, by: str) -> Chargeback:
-    since, until = month_window(month)
+def fetch(client: Client, month: str, by: str, now: datetime | None = None) -> Chargeback:
+    since, until, to_date = report_window(month, now or datetime.now(UTC))
     window = bound_window(since, until)
-    result = client.query(*chargeback_query(checked_dimension(by), window))
+    owner = owner_of(checked_dimension(by))
+    result = client.query(*chargeback_query(by, window, owner=owner))
     rows = [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
-    lines = [{by: r["key"], **{m: r[m] for m in MEASURES}} for r in rows]
+    labels = [by] if owner is None else [owner, by]
+    lines = [{**{k: r["key" if k == by else k] for k in labels}, **{m: r[m] for m in MEASURES}} for r in rows]
     daily = client.query(*daily_query(by, window)).result_rows
-    return Chargeback(month, by, lines, totals(lines), [(d, k, v) for d, k, v in daily])
-
-
-def _plain(value: Any) -> Any:
-    """Decimals in positional notation ("0.000000000000", never "0E-12"), exact to the stored 12 places."""
-    return f"{value:f}" if isinstance(value, Decimal) else value
+    return Chargeback(month, by, lines, totals(lines), [(d, k, v) for d, k, v in daily], until, to_date)
 
 
 def as_json(report: Chargeback) -> str:
     """Money as decimal strings, so no JSON reader turns it into a float."""
-    body = {"month": report.month, "by": report.by, "currency": "USD",
-            "rows": [{k: _plain(v) for k, v in r.items()} for r in report.rows],
-            "total": {k: _plain(v) for k, v in report.total.items()}}
+    body = {"month": report.month, "by": report.by, "currency": "USD", "month_to_date": report.to_date,
+            "until": report.until.isoformat() if report.until else None,
+            "rows": [{k: plain(v) for k, v in r.items()} for r in report.rows],
+            "total": {k: plain(v) for k, v in report.total.items()}}
     return json.dumps(body, indent=2)
 
 
@@ -103,10 +128,11 @@ def as_text(report: Chargeback, fmt: str) -> str:
 
         return render_html(report)
     lines = [[r[c] for c in report.columns] for r in report.rows]
-    lines.append(["TOTAL", *(report.total[m] for m in MEASURES)])
+    blanks = [""] * (len(report.labels) - 1)
+    lines.append(["TOTAL", *blanks, *(report.total[m] for m in MEASURES)])
     if fmt == "csv":
-        return render(["month", *report.columns], [[report.month, *map(_plain, line)] for line in lines], "csv")
-    return (f"chargeback by {report.by}, {report.month} (UTC); {TITLE}\n"
+        return render(["month", *report.columns], [[report.month, *line] for line in lines], "csv")
+    return (f"chargeback by {report.by}, {report.period}; {TITLE}\n"
             + render(report.columns, lines, "table"))
 
 
@@ -122,7 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def cmd_chargeback(args: argparse.Namespace, settings: Settings) -> int:
     from aimeter.store.client import report_client  # noqa: PLC0415 - keep CLI start fast
 
-    month_window(args.month)  # a bad month is reported before connecting
+    month_window(args.month)  # a bad month is reported before connecting (the current month stops at now)
     client = report_client(settings.resolved_clickhouse_url, settings.query_port)
     text = as_text(fetch(client, args.month, args.by), args.format)
     if args.out is None:

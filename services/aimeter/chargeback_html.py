@@ -44,7 +44,7 @@ HEADERS = {
     "cache_write_tokens": "cache write tok", "output_tokens": "output tok", "reasoning_tokens": "reasoning tok",
     "cost_usd": "marginal $", "loaded_cost_usd": "fully loaded $", "proprietary_cost_usd": "paid APIs $",
     "self_hosted_cost_usd": "self-hosted $", "reference_cost_usd": "reference $", "savings_usd": "savings $",
-    "unpriced_requests": "unpriced",
+    "unpriced_requests": "unpriced / unmetered",
 }
 
 
@@ -57,18 +57,28 @@ def _cell(name: str, value: Any) -> str:
 
 
 def table(report: Chargeback) -> str:
+    labels = report.labels
     head = "".join(f"<th>{escape(HEADERS.get(c, c))}</th>" for c in report.columns)
-    body = "".join("<tr>" + "".join(f"<td>{escape(str(row[report.by]))}</td>" if c == report.by
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(row[c]))}</td>" if c in labels
                                     else f"<td>{_cell(c, row[c])}</td>" for c in report.columns) + "</tr>"
                    for row in report.rows)
-    total = "<tr class='total'><td>TOTAL</td>" + "".join(f"<td>{_cell(m, report.total[m])}</td>"
-                                                         for m in MEASURES) + "</tr>"
+    blanks = "<td></td>" * (len(labels) - 1)
+    total = f"<tr class='total'><td>TOTAL</td>{blanks}" + "".join(f"<td>{_cell(m, report.total[m])}</td>"
+                                                                  for m in MEASURES) + "</tr>"
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}{total}</tbody></table>"
+
+
+def line_name(report: Chargeback, row: dict[str, Any]) -> str:
+    """A line's name in the charts: the project's team first when the report is by project."""
+    return "/".join(str(row[c]) for c in report.labels) if row[report.by] != "idle" else "idle"
 
 
 def spend_over_month(report: Chargeback) -> str:
     since, _until = month_window(report.month)
-    days = [f"{d:02d}" for d in range(1, calendar.monthrange(since.year, since.month)[1] + 1)]
+    last = calendar.monthrange(since.year, since.month)[1]
+    if report.to_date and report.until is not None:  # month to date: no empty columns for days still to come
+        last = max(1, (report.until - since).days + (report.until.time() != since.time()))
+    days = [f"{d:02d}" for d in range(1, last + 1)]
     stacks: dict[str, dict[str, Decimal]] = defaultdict(dict)
     for day, key, loaded in report.daily:
         if loaded:
@@ -78,7 +88,7 @@ def spend_over_month(report: Chargeback) -> str:
 
 
 def deployment_split(report: Chargeback) -> str:
-    rows = [(str(r[report.by]), [Bar(r["proprietary_cost_usd"], PROPRIETARY_COLOR, "paid APIs"),
+    rows = [(line_name(report, r), [Bar(r["proprietary_cost_usd"], PROPRIETARY_COLOR, "paid APIs"),
                                  Bar(r["self_hosted_cost_usd"], SELF_HOSTED_COLOR, "self-hosted (loaded)")],
              usd(r["loaded_cost_usd"])) for r in report.rows]
     return bar_rows(rows, "Proprietary versus self-hosted spend", stacked=True)
@@ -89,7 +99,7 @@ def _savings_note(value: Decimal) -> str:
 
 
 def savings(report: Chargeback) -> str:
-    rows = [(str(r[report.by]), [Bar(r["reference_cost_usd"], REFERENCE_COLOR, "reference (paid model)"),
+    rows = [(line_name(report, r), [Bar(r["reference_cost_usd"], REFERENCE_COLOR, "reference (paid model)"),
                                  Bar(r["self_hosted_cost_usd"], SELF_HOSTED_COLOR, "self-hosted (loaded)")],
              _savings_note(r["savings_usd"])) for r in report.rows
             if r["reference_cost_usd"] or r["self_hosted_cost_usd"]]
@@ -98,8 +108,10 @@ def savings(report: Chargeback) -> str:
 
 def render_html(report: Chargeback) -> str:
     total = report.total
+    by = " and ".join(report.labels)
     sections = [
-        ("Spend per " + report.by + " over the month", spend_over_month(report)),
+        ("Spend per " + by + (" over the month to date" if report.to_date else " over the month"),
+         spend_over_month(report)),
         ("Proprietary versus self-hosted", deployment_split(report)),
         ("Savings versus reference", savings(report)),
     ]
@@ -107,13 +119,14 @@ def render_html(report: Chargeback) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
-<title>AI chargeback {escape(report.month)} by {escape(report.by)}</title>
+<title>AI chargeback {escape(report.period)} by {escape(report.by)}</title>
 <style>{STYLE}</style></head>
 <body>
-<h1>AI chargeback, {escape(report.month)} (UTC), by {escape(report.by)}</h1>
+<h1>AI chargeback, {escape(report.period)}, by {escape(by)}</h1>
 <p class="note">Fully loaded total {usd(total["loaded_cost_usd"])}; marginal
 {usd(total["cost_usd"]) if total["cost_usd"] is not None else "—"}; self-hosted savings
-{usd(total["savings_usd"])}; unpriced requests {total["unpriced_requests"]:,}. Marginal cost is what each request
+{usd(total["savings_usd"])}; requests with no cost (unpriced or unmetered)
+{total["unpriced_requests"]:,}. Marginal cost is what each request
 was charged; fully loaded adds whole GPU hours, with capacity nobody used shown as <em>idle</em>; savings are what
 self-hosted tokens would have cost on each backend's reference model, minus their GPU cost.</p>
 {table(report)}

@@ -116,15 +116,17 @@ def cmd_spend(args: argparse.Namespace, settings: Settings) -> int:
     from aimeter.store.client import report_client  # noqa: PLC0415
     from aimeter.store.queries import spend_query  # noqa: PLC0415
 
-    now = datetime.now(UTC)
-    since = parse_when(args.since, now) if args.since else now.replace(day=1, hour=0, minute=0, second=0,
-                                                                         microsecond=0)
-    until = parse_when(args.until, now) if args.until else now
+    now = datetime.now(UTC).replace(microsecond=0)
+    since = parse_when(args.since, now) if args.since else now.replace(day=1, hour=0, minute=0, second=0)
+    until = min(parse_when(args.until, now) if args.until else now, now)  # no hour after now is ever billed
     sql, params = spend_query(args.by, since, until, corrections=args.corrections)
     client = report_client(settings.resolved_clickhouse_url, settings.query_port)
     result = client.query(sql, parameters=params)
-    print(f"spend by {args.by}, {since:%Y-%m-%d %H:%M} .. {until:%Y-%m-%d %H:%M} UTC "
-          "(cost: marginal; loaded: GPU hours billed in full; savings: reference minus loaded)")
+    title = (f"spend by {args.by}, {since:%Y-%m-%d %H:%M} .. {until:%Y-%m-%d %H:%M} UTC "
+             "(cost: marginal; loaded: GPU time billed in full, idle apart; savings: reference minus loaded; "
+             "unpriced: requests with no cost, unpriced or unmetered)")
+    # Machine formats carry data only: the title goes to stderr, so `json.load` and CSV readers see no junk row.
+    print(title, file=sys.stdout if args.format == "table" else sys.stderr)
     print(render(result.column_names, result.result_rows, args.format))
     return 0
 
@@ -148,16 +150,19 @@ def cmd_reprice(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from aimeter.local.demo import demo_config  # noqa: PLC0415
     from aimeter.local.up import run_up  # noqa: PLC0415
 
-    config_path = args.config or settings.config or (DEMO_CONFIG if args.demo else None)
+    upstream_port = (args.upstream_port or settings.demo_upstream_port) if args.demo else None
+    config_path = args.config or settings.config or (
+        demo_config(DEMO_CONFIG, upstream_port, settings.data_dir, DEMO_UPSTREAM_PORT) if upstream_port else None)
     if config_path is None:
         raise ConfigError("`aimeter up` needs --config FILE or AIMETER_CONFIG (or use --demo)")
     from aimeter.pricer.overrides_load import load_price_book  # noqa: PLC0415
 
     load_price_book(load_config(config_path))  # validate the config and price overrides before starting anything
     return run_up(settings, config_path, demo=args.demo, keep_running=args.keep_running or not args.demo,
-                  seconds=args.seconds, upstream_port=DEMO_UPSTREAM_PORT if args.demo else None)
+                  seconds=args.seconds, upstream_port=upstream_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true", help="add the fake upstream and ~30 s of synthetic traffic")
     up.add_argument("--keep-running", action="store_true", help="keep serving after the demo")
     up.add_argument("--seconds", type=float, default=30.0, help="demo traffic duration")
+    up.add_argument("--upstream-port", type=int, help="demo: the fake upstream's port "
+                    f"(default AIMETER_DEMO_UPSTREAM_PORT or {DEMO_UPSTREAM_PORT})")
     up.set_defaults(func=cmd_up)
     for name, func, text in (("gateway", cmd_gateway, "run the gateway"), ("pricer", cmd_pricer, "run the pricer")):
         p = sub.add_parser(name, help=text)

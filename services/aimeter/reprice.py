@@ -27,7 +27,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from aimeter.config import GatewayConfig
 from aimeter.pricer.core import PriceBook
-from aimeter.pricer.gpu_periods import sync_gpu_periods
+from aimeter.pricer.gpu_periods import SyncPlan, history_config, plan_sync, read_history, sync_gpu_periods
 from aimeter.pricer.rerate import COMPARED, Plan, plan_page
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, event_from_row
 from aimeter.report import render
@@ -167,10 +167,39 @@ def run_command(url: str, reader: Callable[[], Client], config: GatewayConfig, b
         raise ValueError(f"--until ({until:%Y-%m-%d %H:%M}) must be after --since ({since:%Y-%m-%d %H:%M})")
     if dry_run:
         client = reader()
+        plan = plan_sync(client, config, correct_since=since)
+        history = {**read_history(client), **plan.history}
+        gpu_note = _gpu_plan_note(plan)
     else:
         client = open_for_writing(url)
         migrate(client)
-        sync_gpu_periods(client, config)
+        before = gpu_cost(client, since, until)
+        written = sync_gpu_periods(client, config, correct_since=since)
+        history = read_history(client)
+        gpu_note = _gpu_written_note(written, before, gpu_cost(client, since, until))
+    book = PriceBook(history_config(config, history), book.overrides)
     report = reprice(client, book, since, until, dry_run=dry_run, progress=lambda p: print(p.line(), file=err))
     print(render_report(report), file=out)
+    print(gpu_note, file=out)
     return 0
+
+
+def gpu_cost(client: Client, since: datetime, until: datetime) -> Decimal:
+    sql, params = queries.gpu_cost_query(since, until)
+    return Decimal(client.command(sql, parameters=params) or 0)
+
+
+def _gpu_plan_note(plan: SyncPlan) -> str:
+    if not plan.rows:
+        return "GPU cost periods: nothing to correct"
+    changed = ", ".join(sorted({b.backend for b in plan.backends if b.rows}))
+    return (f"dry run: GPU cost periods of {changed} would get {len(plan.rows)} new period versions "
+            f"(version {plan.version}); fully loaded figures change once a real run writes them")
+
+
+def _gpu_written_note(written: int, before: Decimal, after: Decimal) -> str:
+    if not written:
+        return "GPU cost periods: nothing to correct"
+    return (f"GPU cost periods corrected: {written} period versions written; fully loaded GPU cost of the window "
+            f"before {usd(before)}, after {usd(after)}, correction {usd(after - before)}. Every earlier version "
+            "stays in gpu_cost_period_versions (the as-charged history)")

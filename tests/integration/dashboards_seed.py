@@ -1,4 +1,4 @@
-"""Known usage for February 2027, stored as the pricer stores it, for the dashboard and chargeback tests.
+"""Known usage for February 2026, stored as the pricer stores it, for the dashboard and chargeback tests.
 
 Hand-computed figures (genai-prices list prices; the GPU is $3.60/h for 3.6M tokens/h, i.e. $1 per 1M):
 
@@ -17,7 +17,7 @@ E5     beta   mystery      02-20 08:00   10 / 0 / 10 (unpriced)                 
 E6     alpha  gpt-4o-mini  02-28 23:59:59.500  1M / 0 / 1M (the month's last second)  0.75
 =====  =====  ===========  ============  =========================================  ============  =========
 
-Plus one event just before and one just after the month (never counted). GPU hours: 2027-02-10 10:00
+Plus one event just before and one just after the month (never counted). GPU hours: 2026-02-10 10:00
 (2.7M of 3.6M tokens used: alpha $1.80, beta $0.90, idle $0.90) and 11:00 (unused: idle $3.60).
 """
 
@@ -36,8 +36,8 @@ from aimeter.pricer.core import PriceBook
 from aimeter.pricer.gpu_periods import sync_gpu_periods
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, build_batch
 
-MONTH = "2027-02"
-SINCE, UNTIL = datetime(2027, 2, 1, tzinfo=UTC), datetime(2027, 3, 1, tzinfo=UTC)
+MONTH = "2026-02"
+SINCE, UNTIL = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
 CONFIG = parse_config("""
 backends:
   openai-dash: {kind: openai, base_url: "https://api.openai.com/v1", deployment: proprietary, provider: openai}
@@ -47,7 +47,7 @@ backends:
     deployment: self_hosted
     provider: vllm
     gpu: {gpu_type: H100, gpu_count: 1, usd_per_gpu_hour: "3.60", sustained_tokens_per_second: 1000,
-          effective_from: "2027-02-10T10:00:00Z", effective_to: "2027-02-10T12:00:00Z"}
+          effective_from: "2026-02-10T10:00:00Z", effective_to: "2026-02-10T12:00:00Z"}
     reference_model: {provider: openai, model: gpt-4o}
 models:
   gpt-4o: {backend: openai-dash}
@@ -76,7 +76,7 @@ class Call:
 
 
 def _at(day: int, hour: int, minute: int, second: int = 0, ms: int = 0) -> datetime:
-    return datetime(2027, 2, day, hour, minute, second, ms * 1000, tzinfo=UTC)
+    return datetime(2026, 2, day, hour, minute, second, ms * 1000, tzinfo=UTC)
 
 
 def tokens(inp: int, out: int, cached: int = 0) -> dict[str, int]:
@@ -121,8 +121,8 @@ def event(call: Call) -> UsageEvent:
 def seed(client: Client) -> None:
     """Store the calls as the pricer would, but with each row's ``ingested_at`` set (for the lag panel).
     Event ids are fixed, so seeding again (from another test module) only adds duplicates FINAL collapses."""
-    sync_gpu_periods(client, CONFIG)
-    batch = build_batch([event(c).model_dump_json().encode() for c in CALLS], BOOK, datetime(2027, 3, 2, tzinfo=UTC))
+    sync_gpu_periods(client, CONFIG, now=SINCE)  # declared before the month it bills
+    batch = build_batch([event(c).model_dump_json().encode() for c in CALLS], BOOK, datetime(2026, 3, 2, tzinfo=UTC))
     assert not batch.poison, batch.poison
     rows = [[*row, row[EVENT_COLUMNS.index("ended_at")] + timedelta(seconds=float(c.lag_s))]
             for row, c in zip(batch.event_rows, CALLS, strict=True)]
@@ -131,7 +131,7 @@ def seed(client: Client) -> None:
 
 
 D = Decimal
-# `aimeter chargeback --month 2027-02 --by team`, by hand (see the table above).
+# `aimeter chargeback --month 2026-02 --by team`, by hand (see the table above).
 EXPECTED_BY_TEAM = {
     "alpha": {"requests": 5, "input_tokens": 3_501_000, "cache_read_tokens": 500_000, "cache_write_tokens": 0,
               "output_tokens": 1_550_500, "reasoning_tokens": 0, "cost_usd": D("6.925"),

@@ -35,7 +35,7 @@ def store(metering_store):
 
 
 def dashboard_panel(client, title: str, group_by: str) -> list[dict]:
-    """A Chargeback panel for February 2027 as Grafana would run it (All everywhere)."""
+    """A Chargeback panel for February 2026 as Grafana would run it (All everywhere)."""
     variables = {v["name"]: Variable(v["name"], ALL if v.get("includeAll") else group_by)
                  for v in CHARGEBACK["templating"]["list"]}
     ctx = QueryContext(SINCE, UNTIL - timedelta(milliseconds=1), timedelta(days=1), variables)
@@ -55,7 +55,10 @@ def test_lines_and_total_are_the_hand_computed_ones(store):
 def test_chargeback_equals_the_chargeback_dashboard(store, by):
     report = fetch(store, MONTH, by)
     table = dashboard_panel(store, "Chargeback by month", by)
-    assert [{by: r[by], **{m: r[m] for m in MEASURES}} for r in table] == report.rows
+    # A project line is grouped by its team too, so one team cannot put its spend on another team's project.
+    owner = (lambda r: {"team": r["owner_team"]}) if by == "project" else (lambda _r: {})
+    assert [{**owner(r), by: r[by], **{m: r[m] for m in MEASURES}} for r in table] == report.rows
+    assert {r["period"] for r in table} == {"whole month"}
     [total] = dashboard_panel(store, "Total for the period", by)
     assert total == {k: report.total[k] for k in total}
     assert report.total["loaded_cost_usd"] == EXPECTED_TOTAL["loaded_cost_usd"]
@@ -76,7 +79,7 @@ def test_chargeback_equals_aimeter_spend(store):
 def test_the_readme_finance_sql_gives_the_same_lines(store):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = next(b for b in re.findall(r"```sql\n(.*?)```", readme, re.DOTALL) if "-- Chargeback by team" in b)
-    sql = block.replace("2026-11-01", "2027-02-01").replace("2026-12-01", "2027-03-01").strip().rstrip(";")
+    sql = block.replace("2026-11-01", "2026-02-01").replace("2026-12-01", "2026-03-01").strip().rstrip(";")
     result = store.query(sql)
     lines = [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
     assert lines == fetch(store, MONTH, "team").rows
@@ -85,11 +88,11 @@ def test_the_readme_finance_sql_gives_the_same_lines(store):
 def test_csv_and_json_keep_exact_decimals(store):
     report = fetch(store, MONTH, "project")
     csv_lines = as_text(report, "csv").splitlines()
-    assert csv_lines[0].startswith("month,project,requests,input_tokens,cache_read_tokens")
-    assert csv_lines[-1].startswith("2027-02,TOTAL,10,5103010,500000,0,2851510,0,8.575000000000,13.075000000000")
+    assert csv_lines[0].startswith("month,team,project,requests,input_tokens,cache_read_tokens")
+    assert csv_lines[-1].startswith("2026-02,TOTAL,,10,5103010,500000,0,2851510,0,8.575000000000,13.075000000000")
     assert "E-" not in "".join(csv_lines)
     body = json.loads(as_text(report, "json"))
-    assert (body["month"], body["by"], body["currency"]) == ("2027-02", "project", "USD")
+    assert (body["month"], body["by"], body["currency"]) == ("2026-02", "project", "USD")
     assert body["total"]["loaded_cost_usd"] == "13.075000000000"
     assert next(r for r in body["rows"] if r["project"] == "idle")["cost_usd"] is None
 

@@ -6,6 +6,7 @@ costs $3.60 ($1 per 1M tokens at full use). Rows are written exactly as the pric
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,6 +22,7 @@ from tests.integration.chdb_fixture import ingest
 
 pytestmark = pytest.mark.integration
 DAY = datetime(2025, 3, 1, tzinfo=UTC)
+DECLARED = DAY - timedelta(days=30)  # when the backend was first declared: before the period it bills
 CONFIG_TEXT = """
 backends:
   gpu-hand:
@@ -66,7 +68,7 @@ EVENTS = [
 
 @pytest.fixture(scope="module")
 def store(metering_store):
-    assert sync_gpu_periods(metering_store, CONFIG) == 1
+    assert sync_gpu_periods(metering_store, CONFIG, now=DECLARED) == 1
     ingest(metering_store, EVENTS, BOOK)
     return metering_store
 
@@ -110,15 +112,26 @@ def test_redelivered_events_do_not_change_the_split(store):
     assert allocation(store, DAY, DAY + timedelta(days=1)) == before
 
 
-def test_a_corrected_gpu_price_replaces_the_period_and_syncing_again_writes_nothing(store):
+def test_a_corrected_past_gpu_price_waits_for_reprice_and_keeps_the_as_charged_version(store, caplog):
+    """A config edit of past hours never reaches a report by itself: the pricer logs it as a pending correction;
+    syncing as `aimeter reprice --since` does writes a new version, and the as-charged one stays."""
+    hour = (DAY + timedelta(hours=10), DAY + timedelta(hours=11))
+    as_charged = allocation(store, *hour)
     corrected = parse_config(CONFIG_TEXT.format(price="7.20"))
-    assert sync_gpu_periods(store, corrected) == 1
-    assert sync_gpu_periods(store, corrected) == 0
-    rows = allocation(store, DAY + timedelta(hours=10), DAY + timedelta(hours=11))
+    with caplog.at_level(logging.WARNING, logger="aimeter.pricer.gpu_periods"):
+        assert sync_gpu_periods(store, corrected) == 0
+    assert "retroactive correction" in caplog.text
+    assert "`aimeter reprice --since 2025-03-01T00:00` applies it" in caplog.text
+    assert allocation(store, *hour) == as_charged
+    assert sync_gpu_periods(store, corrected, correct_since=DAY) == 1
+    assert sync_gpu_periods(store, corrected, correct_since=DAY) == 0
+    rows = allocation(store, *hour)
     assert [r[3] for r in rows] == [Decimal("3.60"), Decimal("1.80"), Decimal("1.80")]
-    assert sync_gpu_periods(store, CONFIG) == 1  # back, for the other tests
-    assert [r[3] for r in allocation(store, DAY + timedelta(hours=10), DAY + timedelta(hours=11))] == [
-        Decimal("1.80"), Decimal("0.90"), Decimal("0.90")]
+    prices = store.query("SELECT usd_per_hour FROM gpu_cost_period_versions FINAL WHERE backend = 'gpu-hand' "
+                         "ORDER BY version").result_rows
+    assert [p[0] for p in prices[-2:]] == [Decimal("3.60"), Decimal("7.20")]  # as charged, then corrected
+    assert sync_gpu_periods(store, CONFIG, correct_since=DAY) == 1  # back, for the other tests
+    assert [r[3] for r in allocation(store, *hour)] == [Decimal("1.80"), Decimal("0.90"), Decimal("0.90")]
 
 
 def test_spend_shows_marginal_fully_loaded_and_savings(store):

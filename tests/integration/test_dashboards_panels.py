@@ -1,5 +1,5 @@
 """Every dashboard panel's SQL, expanded as Grafana and the ClickHouse plugin expand it, run on the real
-engine (chDB) over the known February 2027 usage of tests/integration/dashboards_seed.py."""
+engine (chDB) over the known February 2026 usage of tests/integration/dashboards_seed.py."""
 
 from __future__ import annotations
 
@@ -14,20 +14,22 @@ import pytest
 from aimeter.grafana.build import load_dashboards
 from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
 from tests.integration.dashboards_seed import EXPECTED_BY_TEAM, SINCE, UNTIL, seed
+from tests.integration.provider_books_seed import seed_books
 from tests.unit.test_dashboards_structure import effective_unit
 
 pytestmark = pytest.mark.integration
 D = Decimal
 DASHBOARDS = {d["uid"]: d for d in load_dashboards()}
 MONTH_END = UNTIL - timedelta(milliseconds=1)  # Grafana's "whole month" ends on its last millisecond
-OPS_FROM = datetime(2027, 2, 3, 9, tzinfo=SINCE.tzinfo)
+OPS_FROM = datetime(2026, 2, 3, 9, tzinfo=SINCE.tzinfo)
 OPS_TO = OPS_FROM + timedelta(hours=2) - timedelta(milliseconds=1)
-H9, H10 = datetime(2027, 2, 3, 9), datetime(2027, 2, 3, 10)  # noqa: DTZ001 - ClickHouse hands UTC back naive
+H9, H10 = datetime(2026, 2, 3, 9), datetime(2026, 2, 3, 10)  # noqa: DTZ001 - ClickHouse hands UTC back naive
 
 
 @pytest.fixture(scope="module")
 def store(metering_store):
     seed(metering_store)
+    seed_books(metering_store)
     return metering_store
 
 
@@ -52,7 +54,7 @@ def run(client, uid: str, title: str, **kwargs: Any) -> list[tuple]:
 
 
 def feb(day: int) -> datetime:
-    return datetime(2027, 2, day)  # noqa: DTZ001 - as ClickHouse returns it
+    return datetime(2026, 2, day)  # noqa: DTZ001 - as ClickHouse returns it
 
 
 SPEND = "aimeter-spend"
@@ -79,10 +81,16 @@ EXPECTED: dict[tuple[str, str], list[tuple]] = {
     (SPEND, "Top users"): [("u1", "alpha", 5, D("6.925"), 1), ("u2", "beta", 5, D("1.65"), 2)],
     (SPEND, "Self-hosted savings vs reference"): [("gpu-dash", D("11.25"), D("7.20"), D("4.05"))],
     (SPEND, "Unpriced requests by model"): [("mystery-dash", "openai-dash", 3)],
+    # tests/integration/provider_books_seed.py: the newest run per day, cost rows only, the month only.
+    (SPEND, "Metered vs billed per provider per day"): [
+        (SINCE.date().replace(day=3), "anthropic", D("0.10"), D("0.10"), D(0), 0),
+        (SINCE.date().replace(day=3), "openai", D("4.375"), D("4.50"), D("0.125"), 1),
+        (SINCE.date().replace(day=15), "openai", D("0.75"), D("0.75"), D(0), 0)],
     ("aimeter-chargeback", "Total for the period"): [(10, D("8.575"), D("13.075"), D("7.20"), D("4.05"), 3)],
     ("aimeter-chargeback", "Chargeback by month"): [
-        (date(2027, 2, 1), team, *EXPECTED_BY_TEAM[team].values()) for team in ("alpha", "idle", "beta")],
-    ("aimeter-chargeback", "Idle self-hosted capacity"): [(date(2027, 2, 1), "gpu-dash", D("4.50"), D("7.20"))],
+        ("whole month", date(2026, 2, 1), team, team, *EXPECTED_BY_TEAM[team].values())
+        for team in ("alpha", "idle", "beta")],
+    ("aimeter-chargeback", "Idle self-hosted capacity"): [(date(2026, 2, 1), "gpu-dash", D("4.50"), D("7.20"))],
 }
 OPS = "aimeter-gateway-ops"
 # Feb 3 09:00-11:00, hourly: 09h E1 (ok, 2 s), E8 (upstream_error), E9 (stream, ok, 1 s, first token at 300 ms);
@@ -168,15 +176,17 @@ def test_without_the_analyzer_25_8_cannot_read_the_allocation_view(store):
 
 def test_the_chargeback_table_groups_by_the_chosen_dimension(store):
     rows = run(store, "aimeter-chargeback", "Chargeback by month", group_by="project")
-    assert [(r[1], r[9]) for r in rows] == [("proj-a", D("6.175")), ("idle", D("4.50")), ("proj-b", D("1.65")),
-                                            ("proj-c", D("0.75"))]
+    # Each project line is also grouped by its team (owner_team): a team's spend never lands on another's line.
+    assert [(r[2], r[3], r[11]) for r in rows] == [("alpha", "proj-a", D("6.175")), ("idle", "idle", D("4.50")),
+                                                   ("beta", "proj-b", D("1.65")), ("alpha", "proj-c", D("0.75"))]
 
 
 def test_a_range_cut_mid_month_counts_only_what_it_covers(store):
-    rows = run(store, SPEND, "Total spend", time_from=datetime(2027, 2, 10, 10, 40, tzinfo=SINCE.tzinfo),
-               time_to=datetime(2027, 2, 15, 12, 0, 0, 1000, tzinfo=SINCE.tzinfo))
-    # E4 ($0.90 marginal) and E2 ($0.75) are in range; the GPU hours are billed whole (10:00 and 11:00).
-    assert rows == [(D("0.75") + D("7.20"), D("0.90") + D("0.75"))]
+    rows = run(store, SPEND, "Total spend", time_from=datetime(2026, 2, 10, 10, 40, tzinfo=SINCE.tzinfo),
+               time_to=datetime(2026, 2, 15, 12, 0, 0, 1000, tzinfo=SINCE.tzinfo))
+    # E4 ($0.90 marginal) and E2 ($0.75) are in range; GPU time is billed for the part of the range it covers:
+    # 10:40-11:00 ($1.20: beta's 0.9M of its 1.2M tokens capacity $0.90, idle $0.30) and 11:00-12:00 ($3.60).
+    assert rows == [(D("0.75") + D("1.20") + D("3.60"), D("0.90") + D("0.75"))]
 
 
 def test_the_seconds_macro_would_lose_the_last_second_of_the_month(store):

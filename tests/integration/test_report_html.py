@@ -33,7 +33,7 @@ WIDTH, HEIGHT = 1280, 2000
 @pytest.fixture(scope="module")
 def report(metering_store, tmp_path_factory) -> Path:
     seed(metering_store)
-    path = tmp_path_factory.mktemp("report") / "chargeback-2027-02.html"
+    path = tmp_path_factory.mktemp("report") / "chargeback-2026-02.html"
     path.write_text(as_text(fetch(metering_store, MONTH, "team"), "html"), encoding="utf-8")
     return path
 

@@ -218,6 +218,7 @@ def test_cli_reprices_a_store_nobody_holds(tmp_path):
     assert "nothing changed: no rows written" in again.stdout
     spend = cli(["spend", "--since", "2025-09-01", "--until", "2025-10-01", "--corrections", "--format", "csv"], env)
     assert spend.returncode == 0, spend.stderr
-    lines = {line.split(",")[0]: line.split(",") for line in spend.stdout.splitlines()[1:]}
-    header = lines["key"]
+    header, *rows = (line.split(",") for line in spend.stdout.splitlines())  # data only: the title is on stderr
+    assert header[0] == "team"
+    lines = {row[0]: row for row in rows}
     assert lines["search"][header.index("correction_usd")] == "-0.700000000000"

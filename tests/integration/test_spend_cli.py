@@ -28,8 +28,9 @@ def test_spend_by_team_while_pricer_owns_the_store(stack, clickhouse):
     env = {**settings_env(stack.settings), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "aimeter", "spend", "--by", "team", "--since", "1h",
                           "--format", "json"], capture_output=True, text=True, env=env, timeout=60, check=True)
-    rows = json.loads(out.stdout.split("\n", 1)[1])  # first line is the report title
-    mine = next(r for r in rows if r["key"] == "finance-cli-test")
+    rows = json.loads(out.stdout)  # data only: the title goes to stderr
+    assert out.stderr.startswith("spend by team")
+    mine = next(r for r in rows if r["team"] == "finance-cli-test")
     # gpt-4o: $2.50 per 1M input + $10 per 1M output -> 1M in + 100k out = $3.50.
     assert Decimal(mine["cost_usd"]) == Decimal("3.5")
     assert mine["requests"] == 1

@@ -1,13 +1,13 @@
 """Self-hosted marginal cost: GPU cost periods, throughput, GPU-seconds. Hand-computed, exact."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from aimeter.config import ConfigError, parse_config
 from aimeter.pricer.core import UNPRICED, PriceBook
-from aimeter.pricer.gpu_periods import ALWAYS, desired_periods, plan_changes
+from aimeter.pricer.gpu_periods import Period, history_config, plan_backend, values_of
 from aimeter.pricer.rates import split_exact
 from tests.unit.test_pricing import event
 
@@ -127,18 +127,74 @@ models: {{}}
         parse_config(text)
 
 
-def test_gpu_periods_sync_writes_only_differences():
-    desired = desired_periods(CONFIG)
-    assert plan_changes(CONFIG, desired, version=7) == []
-    changed = dict(desired)
-    changed[("ollama", ALWAYS)] = (None, "L4", 1, Decimal("9.99"), Decimal(180_000))
-    stale = ("vllm", datetime(2025, 1, 1, tzinfo=UTC))
-    gone = ("retired-backend", ALWAYS)
-    changed[stale] = (None, "A10", 1, Decimal(1), Decimal(1))
-    changed[gone] = (None, "A10", 1, Decimal(1), Decimal(1))
-    rows = plan_changes(CONFIG, changed, version=8)
-    assert [r[:2] + r[-2:] for r in rows] == [
-        ["ollama", ALWAYS, 8, 0],  # back to the config's value
-        [*stale, 8, 1],  # a period the config no longer lists: tombstoned
-    ]  # the retired backend's history stays
-    assert rows[0][5:7] == [Decimal("3.60"), Decimal(180_000)]
+def _gpu(price: str, **dates: object) -> object:
+    from aimeter.config import GpuCost  # noqa: PLC0415
+
+    return GpuCost(gpu_type="L4", gpu_count=1, usd_per_node_hour=price, sustained_tokens_per_second=50, **dates)
+
+
+NOW = datetime(2026, 12, 6, 19, 40, 12, 345000, tzinfo=UTC)
+DECLARED = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
+
+
+def test_a_first_declaration_starts_the_history_now_whatever_the_config_dates():
+    """--month 2019-01 billed $3,720 of idle GPU: a period was stored from 1970. Now nothing starts before
+    the moment the backend was first declared (a dated period from 2019 is cut there too)."""
+    for periods in ([_gpu("3.60")], [_gpu("3.60", effective_from=datetime(2019, 1, 1, tzinfo=UTC))]):
+        plan = plan_backend("b", periods, [], declared=None, now=NOW, version=1)
+        assert plan.newly_declared
+        assert plan.declared == NOW
+        assert plan.target == [Period(NOW, None, values_of(periods[0]))]
+        assert plan.pending_since is None
+        assert "first declared" in plan.notes[0]
+
+
+def test_an_undated_price_change_closes_the_period_at_the_next_minute_and_says_so():
+    stored = [Period(DECLARED, None, values_of(_gpu("3.60")))]
+    plan = plan_backend("b", [_gpu("1.20")], stored, declared=DECLARED, now=NOW, version=5)
+    change = datetime(2026, 12, 6, 19, 41, tzinfo=UTC)
+    assert plan.target == [Period(DECLARED, change, stored[0].values), Period(change, None, values_of(_gpu("1.20")))]
+    assert [r[:3] + r[-2:] for r in plan.rows] == [["b", DECLARED, change, 5, 0], ["b", change, None, 5, 0]]
+    assert any("price changed without dates ($3.6/h -> $1.2/h)" in n and "closed at 2026-12-06 19:41" in n
+               for n in plan.notes)
+    assert plan.pending_since is None
+
+
+def test_an_unchanged_config_writes_nothing():
+    stored = [Period(DECLARED, None, values_of(_gpu("3.60")))]
+    plan = plan_backend("b", [_gpu("3.600000000000")], stored, declared=DECLARED, now=NOW, version=5)
+    assert (plan.rows, plan.notes) == ([], [])
+
+
+def test_a_dated_change_of_the_past_waits_for_reprice():
+    """Changing the price with dates in the past is a correction: the pricer leaves reported hours alone and
+    says how to apply it; `aimeter reprice --since` applies it from that moment."""
+    stored = [Period(DECLARED, None, values_of(_gpu("3.60")))]
+    since = datetime(2026, 12, 1, tzinfo=UTC)
+    corrected = [_gpu("3.60", effective_to=since), _gpu("2.40", effective_from=since)]
+    new = values_of(corrected[1])
+    pricer = plan_backend("b", corrected, stored, declared=DECLARED, now=NOW, version=5)
+    change = datetime(2026, 12, 6, 19, 41, tzinfo=UTC)
+    assert pricer.target == [Period(DECLARED, change, stored[0].values), Period(change, None, new)]
+    assert pricer.pending_since == since
+    assert any("retroactive correction" in n and "aimeter reprice --since 2026-12-01T00:00" in n for n in pricer.notes)
+    reprice = plan_backend("b", corrected, stored, declared=DECLARED, now=NOW, version=6, correct_since=since)
+    assert reprice.target == [Period(DECLARED, since, stored[0].values), Period(since, None, new)]
+    assert reprice.pending_since is None  # the correction asked for from `since` on is applied
+
+
+def test_a_retired_period_is_tombstoned_and_a_stored_start_before_the_declaration_moves_to_it():
+    legacy = [Period(datetime(1970, 1, 1, tzinfo=UTC), None, values_of(_gpu("3.60")))]
+    plan = plan_backend("b", [_gpu("3.60")], legacy, declared=DECLARED, now=NOW, version=2)
+    assert plan.target == [Period(DECLARED, None, legacy[0].values)]
+    assert [(r[1], r[-1]) for r in plan.rows] == [(DECLARED, 0), (legacy[0].start, 1)]
+
+
+def test_the_history_prices_requests_before_the_declaration_at_the_first_price():
+    change = datetime(2026, 12, 6, 19, 41, tzinfo=UTC)
+    history = {"ollama": [Period(DECLARED, change, values_of(_gpu("3.60"))),
+                          Period(change, None, values_of(_gpu("1.20")))]}
+    backend = history_config(CONFIG, history).backends["ollama"]
+    assert backend.gpu_at(datetime(2020, 1, 1, tzinfo=UTC)).usd_per_hour == Decimal("3.60")
+    assert backend.gpu_at(change - timedelta(milliseconds=1)).usd_per_hour == Decimal("3.60")
+    assert backend.gpu_at(change).usd_per_hour == Decimal("1.20")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from aimeter.report import render
+import pytest
+
+from aimeter.chargeback import month_window
+from aimeter.report import parse_when, render
 
 
 def _cells(value: str) -> str:
@@ -28,3 +32,30 @@ def test_csv_and_json_keep_the_exact_value() -> None:
     exact = Decimal("-0.000000000002")
     assert Decimal(render(["cost_usd"], [[exact]], "csv").splitlines()[1]) == exact
     assert Decimal(json.loads(render(["cost_usd"], [[exact]], "json"))[0]["cost_usd"]) == exact
+
+
+def test_machine_formats_spell_zero_positionally_never_0e_minus_12() -> None:
+    zero = Decimal("0E-12")
+    assert render(["cost_usd"], [[zero]], "csv").splitlines()[1] == "0.000000000000"
+    assert json.loads(render(["cost_usd"], [[zero]], "json"))[0]["cost_usd"] == "0.000000000000"
+
+
+def test_csv_neutralises_formula_text_but_never_numbers() -> None:
+    """OWASP's CSV injection rule: a text cell starting with = + - @ (or tab, CR) gets a leading '."""
+    rows = [["=HYPERLINK(\"http://x\")", Decimal("-0.90"), -3], ["+1", Decimal("2"), 0], ["@SUM(A1)", None, 1],
+            ["-team", Decimal("0"), 2], ["plain", Decimal("1.5"), 3]]
+    lines = render(["team", "savings_usd", "n"], rows, "csv").splitlines()
+    assert lines[2:] == ["'+1,2,0", "'@SUM(A1),,1", "'-team,0,2", "plain,1.5,3"]
+    assert lines[1].startswith('"\'=HYPERLINK(')
+    assert lines[1].endswith(",-0.90,-3")
+
+
+def test_out_of_range_times_are_a_clear_error() -> None:
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    for text in ("10000000d", "99999999w", "1800-01-01", "2300-01-01"):
+        with pytest.raises(ValueError, match="out of range"):
+            parse_when(text, now)
+    for month in ("9999-12", "0000-01", "1899-12"):
+        with pytest.raises(ValueError, match="out of range"):
+            month_window(month)
+    assert parse_when("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=UTC)

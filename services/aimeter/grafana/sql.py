@@ -27,6 +27,7 @@ from aimeter.store.chargeback_sql import (
     chargeback_total_query,
     month_start,
 )
+from aimeter.store.queries import NOT_PRICED
 
 GRAFANA_WINDOW = Window(lambda col: f"$__timeFilter_ms({col})", "$__fromTime_ms", "$__toTime_ms")
 VARIABLE_FILTERS = Filters(
@@ -69,8 +70,17 @@ def savings_by_backend() -> str:
 
 
 def chargeback_table() -> str:
-    """Month x team (or project, the ``group_by`` variable): the finance table."""
-    return chargeback_query("${group_by:raw}", GRAFANA_WINDOW, VARIABLE_FILTERS, key_name="${group_by:raw}")[0]
+    """Month x team (or team x project, the ``group_by`` variable): the finance table. A project line is also
+    grouped by team (``owner_team``), so one team cannot put its spend on another team's project line. The
+    current month's lines say "month to date": the allocation never bills past now."""
+    table = chargeback_query("${group_by:raw}", GRAFANA_WINDOW, VARIABLE_FILTERS, key_name="${group_by:raw}",
+                             owner="team", owner_name="owner_team")[0]
+    return f"""SELECT
+    if(addMonths(month, 1) > now64(3), 'month to date', 'whole month') AS period,
+    *
+FROM (
+{table}
+)"""  # noqa: S608 - fixed text and plugin macros
 
 
 def chargeback_total() -> str:
@@ -114,7 +124,7 @@ def top_by(column: str, label: str) -> str:
     team,
     count() AS requests,
     sum(cost_usd) AS spend_usd,
-    countIf(pricing_status = 'unpriced') AS unpriced_requests
+    countIf(pricing_status IN {NOT_PRICED}) AS unpriced_requests
 FROM usage_costs FINAL
 WHERE {costs_where(f"{column} != ''")}
 GROUP BY {label}, team
@@ -140,13 +150,13 @@ FROM (
 def unpriced_count() -> str:
     return f"""SELECT count() AS unpriced_requests
 FROM usage_costs FINAL
-WHERE {costs_where("pricing_status = 'unpriced'")}"""  # noqa: S608
+WHERE {costs_where(f"pricing_status IN {NOT_PRICED}")}"""  # noqa: S608
 
 
 def unpriced_by_model() -> str:
     return f"""SELECT model, backend, count() AS unpriced_requests
 FROM usage_costs FINAL
-WHERE {costs_where("pricing_status = 'unpriced'")}
+WHERE {costs_where(f"pricing_status IN {NOT_PRICED}")}
 GROUP BY model, backend
 ORDER BY unpriced_requests DESC, model, backend"""  # noqa: S608
 

@@ -8,10 +8,13 @@ import gc
 import logging
 import signal
 
+from clickhouse_connect.driver.client import Client
+
 from aimeter.config import GatewayConfig
 from aimeter.kafka_admin import ensure_topics_in_background
 from aimeter.pricer.consumer import pricer_consumer
-from aimeter.pricer.gpu_periods import sync_gpu_periods
+from aimeter.pricer.core import PriceBook
+from aimeter.pricer.gpu_periods import history_config, read_history, sync_gpu_periods
 from aimeter.pricer.overrides_load import load_price_book
 from aimeter.pricer.service import BatchWriter, DeadLetters
 from aimeter.settings import Settings
@@ -19,6 +22,16 @@ from aimeter.store.client import chdb_path, get_client, redact
 from aimeter.store.migrations import migrate
 
 log = logging.getLogger(__name__)
+
+
+def gpu_history_book(client: Client, config: GatewayConfig, book: PriceBook) -> PriceBook:
+    """Sync the GPU cost history from the config (logging first declarations, price changes and pending
+    corrections), then price self-hosted requests by that stored history rather than the config's latest
+    word: an undated price edit applies from its sync on, a retroactive one only after `aimeter reprice`."""
+    written = sync_gpu_periods(client, config)
+    if written:
+        log.info("wrote %d GPU cost period rows from the config", written)
+    return PriceBook(history_config(config, read_history(client)), book.overrides)
 
 
 async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
@@ -29,9 +42,7 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     applied = migrate(client)
     if applied:
         log.info("applied ClickHouse migrations: %s", ", ".join(applied))
-    written = sync_gpu_periods(client, config)
-    if written:
-        log.info("wrote %d GPU cost period rows from the config", written)
+    book = gpu_history_book(client, config, book)
     ensure_topics_in_background(bootstrap, "pricer")  # Kafka may come later: the pricer waits, serving queries
     print(f"pricer: prices from {book.version}", flush=True)
     dead_letters = DeadLetters(bootstrap)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aimeter.store.queries import NO_COST, ZERO
+from aimeter.store.queries import NO_COST, NOT_PRICED, SPEND_DIMENSIONS, ZERO
 
 CHARGEBACK_DIMENSIONS = ("team", "project")
 # Output column -> (value in a usage_costs row, value in a gpu_cost_allocation row).
@@ -37,7 +37,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "proprietary_usd": (f"if(deployment = 'self_hosted', {ZERO}, ifNull(cost_usd, {ZERO}))", ZERO),
     "gpu_usd": (ZERO, "cost_usd"),
     "reference_usd": (f"if(deployment = 'self_hosted', ifNull(reference_cost_usd, {ZERO}), {ZERO})", ZERO),
-    "unpriced": ("toUInt64(pricing_status = 'unpriced')", "toUInt64(0)"),
+    "unpriced": (f"toUInt64(pricing_status IN {NOT_PRICED})", "toUInt64(0)"),
 }
 # What the outer SELECT reports, in order; every money column is Decimal(38, 12).
 MEASURES: dict[str, str] = {
@@ -54,6 +54,14 @@ MEASURES: dict[str, str] = {
     "reference_cost_usd": "sum(p_reference_usd)",
     "savings_usd": "sum(p_reference_usd) - sum(p_gpu_usd)",
     "unpriced_requests": "sum(p_unpriced)",
+}
+# `aimeter spend`'s columns (older names kept for its readers) beside the chargeback's MEASURES.
+SPEND_MEASURES: dict[str, str] = {
+    "requests": MEASURES["requests"], "input_tokens": MEASURES["input_tokens"],
+    "cached_input_tokens": MEASURES["cache_read_tokens"], "output_tokens": MEASURES["output_tokens"],
+    "cost_usd": MEASURES["cost_usd"], "loaded_cost_usd": MEASURES["loaded_cost_usd"],
+    "reference_cost_usd": MEASURES["reference_cost_usd"], "savings_usd": MEASURES["savings_usd"],
+    "unpriced_requests": MEASURES["unpriced_requests"],
 }
 MONEY = ("cost_usd", "loaded_cost_usd", "proprietary_cost_usd", "self_hosted_cost_usd", "reference_cost_usd",
          "savings_usd")
@@ -102,12 +110,16 @@ def _and(conditions: Sequence[str]) -> str:
     return "\n      AND ".join(conditions) or "1 = 1"
 
 
-def union_parts(key: str, bucket: Callable[[str], str], window: Window, filters: Filters) -> str:
-    """The two halves (priced requests, GPU hours) with ``p_``-prefixed outputs; see store/queries.py
-    for why the prefix (a ClickHouse alias shadows the column of the same name)."""
+def union_parts(key: str, bucket: Callable[[str], str], window: Window, filters: Filters,
+                owner: str | None = None) -> str:
+    """The two halves (priced requests, GPU hours) with ``p_``-prefixed outputs: a ClickHouse alias shadows
+    the column of the same name in every other expression of the SELECT, so ``NULL AS cost_usd`` would blank
+    ``cost_usd``. ``owner``, when given, is grouped before the key (``p_owner``)."""
+    head = "" if owner is None else f",\n        {owner} AS p_owner"
+
     def select(index: int, source: str, time_col: str, where: list[str]) -> str:
         cells = "".join(f",\n        {exprs[index]} AS p_{name}" for name, exprs in PARTS.items())
-        return (f"SELECT\n        {bucket(time_col)} AS p_bucket,\n        {key} AS p_key{cells}\n"
+        return (f"SELECT\n        {bucket(time_col)} AS p_bucket{head},\n        {key} AS p_key{cells}\n"
                 f"    FROM {source}\n    WHERE {_and(where)}")
 
     costs = filters.where(COSTS_COLUMNS)
@@ -118,7 +130,8 @@ def union_parts(key: str, bucket: Callable[[str], str], window: Window, filters:
 
 @dataclass(frozen=True)
 class Grouping:
-    """What rows an aggregate has: an optional time bucket and key, each with its output name."""
+    """What rows an aggregate has: an optional time bucket, owner and key, each with its output name. The owner
+    (e.g. the team of a project line) makes one line per (owner, key): no team's spend lands on another's."""
 
     key: str | None = None
     key_name: str = "key"
@@ -126,6 +139,8 @@ class Grouping:
     bucket_name: str = "bucket"
     having: str | None = None
     order: str | None = None
+    owner: str | None = None
+    owner_name: str = "team"
 
 
 def aggregate_query(measures: Sequence[str], window: Window, filters: Filters = NO_FILTERS,
@@ -133,10 +148,11 @@ def aggregate_query(measures: Sequence[str], window: Window, filters: Filters = 
     """Any of :data:`MEASURES` over the window, optionally per bucket and key. Every spend figure of the
     CLI, the HTML report and the dashboards is one of these, so they cannot disagree."""
     g = grouping
-    names = [n for n, used in ((g.bucket_name, g.bucket), (g.key_name, g.key)) if used is not None]
-    sources = ["p_bucket"] * (g.bucket is not None) + ["p_key"] * (g.key is not None)
+    parts = (("p_bucket", g.bucket_name, g.bucket), ("p_owner", g.owner_name, g.owner), ("p_key", g.key_name, g.key))
+    names = [name for _src, name, used in parts if used is not None]
+    sources = [src for src, _name, used in parts if used is not None]
     columns = "".join(f"{src} AS {name},\n    " for src, name in zip(sources, names, strict=True))
-    union = union_parts(g.key or "''", g.bucket or (lambda _col: "0"), window, filters)
+    union = union_parts(g.key or "''", g.bucket or (lambda _col: "0"), window, filters, g.owner)
     sql = (f"SELECT\n    {columns}{measures_sql(measures)}\nFROM (\n{union}\n)"
            + (f"\nGROUP BY {', '.join(names)}" if names else "")
            + (f"\nHAVING {g.having}" if g.having else "")
@@ -145,21 +161,54 @@ def aggregate_query(measures: Sequence[str], window: Window, filters: Filters = 
 
 
 def measures_sql(names: Sequence[str]) -> str:
-    return ",\n    ".join(f"{MEASURES[n]} AS {n}" for n in names)
+    known = {**MEASURES, **SPEND_MEASURES}
+    return ",\n    ".join(f"{known[n]} AS {n}" for n in names)
+
+
+def spend_query(by: str, since: datetime, until: datetime, *, corrections: bool = False) -> tuple[str, dict[str, Any]]:
+    """``aimeter spend``: the chargeback's arithmetic over [since, until) per ``by`` (any spend dimension), with
+    the same window, so spend, chargeback and the dashboards agree to the last digit for the same period.
+
+    * ``cost_usd``: marginal, what the pricer charged each request (NULL when none was priced).
+    * ``loaded_cost_usd``: proprietary cost plus the self-hosted GPU time allocated by token share
+      (``gpu_cost_allocation``; capacity nobody used shows up under ``idle``).
+    * ``savings_usd``: what the self-hosted tokens would have cost on each backend's reference model,
+      minus their fully loaded GPU cost (so idle capacity counts against the savings).
+    * ``unpriced_requests``: requests with no cost, unpriced or unmetered (never a silent $0).
+    * with ``corrections``: ``as_charged_cost_usd`` (rating version 0) and ``correction_usd``.
+    """
+    if by not in SPEND_DIMENSIONS:
+        raise ValueError(f"--by must be one of {', '.join(SPEND_DIMENSIONS)}, got {by!r}")
+    sql, params = aggregate_query(list(SPEND_MEASURES), bound_window(since, until), grouping=Grouping(
+        key=by, key_name=by, order=f"loaded_cost_usd DESC, {by}"))
+    if not corrections:
+        return sql, params
+    window = bound_window(since, until).where("started_at")
+    charged = (f"SELECT p_key, sum(p_charged) AS as_charged_cost_usd FROM (SELECT {by} AS p_key, "  # noqa: S608
+               f"argMin(tuple(cost_usd), rating_version).1 AS p_charged FROM usage_cost_versions FINAL "
+               f"WHERE {window} GROUP BY event_id, {by}) GROUP BY p_key")
+    wrapped = f"""SELECT s.*, c.as_charged_cost_usd AS as_charged_cost_usd,
+    ifNull(s.cost_usd, {ZERO}) - ifNull(c.as_charged_cost_usd, {ZERO}) AS correction_usd
+FROM ({sql}) AS s
+LEFT JOIN ({charged}) AS c ON s.{by} = c.p_key
+ORDER BY loaded_cost_usd DESC, {by}"""  # noqa: S608 - `by` is checked above; values are bound parameters
+    return wrapped, params
 
 
 def month_start(col: str) -> str:
     return f"toStartOfMonth({col})"
 
 
-def chargeback_query(key: str, window: Window, filters: Filters = NO_FILTERS,
-                     key_name: str = "key") -> tuple[str, dict[str, Any]]:
-    """One row per month and ``key`` (a column name, validated by the caller): token classes, marginal and
-    fully loaded cost, the proprietary / self-hosted split, reference, savings and unpriced requests.
-    Idle GPU capacity is its own row (key ``idle``)."""
+def chargeback_query(key: str, window: Window, filters: Filters = NO_FILTERS, key_name: str = "key", *,
+                     owner: str | None = None, owner_name: str = "team") -> tuple[str, dict[str, Any]]:
+    """One row per month and ``key`` (a column name, validated by the caller), or per month, ``owner`` and
+    ``key`` (by project: per team and project): token classes, marginal and fully loaded cost, the
+    proprietary / self-hosted split, reference, savings and unpriced requests. Idle GPU capacity is its own
+    row (key ``idle``)."""
+    lead = key_name if owner is None else f"{owner_name}, {key_name}"
     return aggregate_query(list(MEASURES), window, filters, Grouping(
-        key=key, key_name=key_name, bucket=month_start, bucket_name="month",
-        order=f"month, loaded_cost_usd DESC, {key_name}"))
+        key=key, key_name=key_name, bucket=month_start, bucket_name="month", owner=owner, owner_name=owner_name,
+        order=f"month, loaded_cost_usd DESC, {lead}"))
 
 
 def chargeback_total_query(window: Window, filters: Filters = NO_FILTERS,
@@ -169,9 +218,16 @@ def chargeback_total_query(window: Window, filters: Filters = NO_FILTERS,
 
 
 def daily_query(key: str, window: Window, filters: Filters = NO_FILTERS) -> tuple[str, dict[str, Any]]:
-    """Fully loaded spend per day and ``key``: the 'spend over the month' chart of the HTML report."""
+    """Fully loaded spend per day and ``key``: the 'spend over the month' chart of the HTML report (a project
+    is keyed ``team/project``, as its line is)."""
+    expr = "if(team = 'idle' AND project = 'idle', 'idle', concat(team, '/', project))" if key == "project" else key
     return aggregate_query(["loaded_cost_usd"], window, filters, Grouping(
-        key=key, bucket=lambda col: f"toDate({col})", bucket_name="day", order="day, key"))
+        key=expr, bucket=lambda col: f"toDate({col})", bucket_name="day", order="day, key"))
+
+
+def owner_of(by: str) -> str | None:
+    """What a chargeback line is grouped by before ``by``: a project line belongs to one team."""
+    return "team" if by == "project" else None
 
 
 def checked_dimension(by: str) -> str:

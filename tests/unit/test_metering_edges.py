@@ -270,3 +270,36 @@ def test_usage_that_decreases_within_a_stream_is_flagged():
 
     _, vllm = scanned(OpenAIChatStream(), running(1), running(2), running(1), b"data: [DONE]\n\n")
     assert usage_flags(vllm) == UsageFlag.USAGE_DECREASED
+
+
+def test_an_error_only_200_stream_is_a_true_zero_not_unmetered():
+    """The pricer's `unmetered` (2xx, no readable usage: the provider billed what we could not count) is not a
+    stream that carried only the provider's error: status upstream_error, nothing billed, $0 on both paths."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+    from decimal import Decimal  # noqa: PLC0415
+
+    from aimeter.config import parse_config  # noqa: PLC0415
+    from aimeter.events import UsageEvent  # noqa: PLC0415
+    from aimeter.pricer.core import PRICED, UNMETERED, PriceBook  # noqa: PLC0415
+    from aimeter.pricer.rows import build_batch  # noqa: PLC0415
+
+    book = PriceBook(parse_config("""
+backends:
+  anthropic: {kind: anthropic, base_url: "https://api.anthropic.com", deployment: proprietary, provider: anthropic}
+models:
+  claude-sonnet-4-5: {backend: anthropic}
+"""))
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def event(status: str) -> UsageEvent:
+        return UsageEvent(event_id="0193a6f0-0000-7000-8000-000000000014", started_at=at, ended_at=at,
+                          api="anthropic.messages", backend="anthropic", provider="anthropic",
+                          deployment="proprietary", model_requested="claude-sonnet-4-5", stream=True, status=status,
+                          http_status=200, usage_source="none", upstream_error_type="overloaded_error")
+
+    refused = event("upstream_error")
+    assert (book.price(refused).pricing_status, book.price(refused).cost_usd) == (PRICED, Decimal(0))
+    for fast in (True, False):
+        row = build_batch([refused.model_dump_json().encode()], book, at, fast=fast).cost_rows[0]
+        assert (row[23], row[19]) == (PRICED, Decimal(0))
+    assert book.price(event("ok")).pricing_status == UNMETERED  # an answer with unreadable usage still is

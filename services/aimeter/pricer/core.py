@@ -95,10 +95,13 @@ class Resolved:
         return " ".join([self.quote.source, *([] if tier is None else [f"tier>{tier}"]), *self.adjusted.labels])
 
 
-def is_unmetered(http_status: int, usage_source: str, usage: TokenUsage) -> bool:
-    """The upstream answered 2xx, so it will bill, but the gateway could read no usage from the answer."""
+def is_unmetered(http_status: int, usage_source: str, usage: TokenUsage, status: str = "ok") -> bool:
+    """The upstream answered 2xx, so it will bill, but the gateway could read no usage from the answer.
+
+    Not a 200 stream that carried only the provider's error (status ``upstream_error``): nothing was billed."""
     # Every other token class is a subset of input_tokens or output_tokens.
-    return 200 <= http_status < 300 and usage_source == "none" and not (usage.input_tokens or usage.output_tokens)
+    return (200 <= http_status < 300 and usage_source == "none" and status != "upstream_error"
+            and not (usage.input_tokens or usage.output_tokens))
 
 
 def is_batch(event: UsageEvent) -> bool:
@@ -122,7 +125,7 @@ class PriceBook:
         self.memo: dict[str, Any] = {}
 
     def price(self, event: UsageEvent) -> Priced:
-        if is_unmetered(event.http_status, event.usage_source, event.usage):
+        if is_unmetered(event.http_status, event.usage_source, event.usage, event.status):
             return self.unmetered(event.model_served or event.model_requested)
         backend = self.config.backends.get(event.backend)
         if event.deployment is Deployment.SELF_HOSTED:

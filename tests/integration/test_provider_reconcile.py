@@ -356,3 +356,18 @@ def test_empty_books_and_an_empty_ledger_are_no_drift(metering_store, fake, tmp_
     status, out, err = run(metering_store, fake, "openai", day, tmp_path)
     assert status == 0, err
     assert "0 rows (no rows)" in out
+
+
+def test_the_dashboard_panel_follows_the_backend_and_deployment_filters(metering_store):
+    from tests.integration.dashboards_seed import seed as seed_dashboards  # noqa: PLC0415
+    from tests.integration.provider_books_seed import seed_books  # noqa: PLC0415
+    from tests.integration.test_dashboards_panels import SPEND  # noqa: PLC0415
+    from tests.integration.test_dashboards_panels import run as run_panel  # noqa: PLC0415
+
+    seed_dashboards(metering_store)
+    seed_books(metering_store)
+    title = "Metered vs billed per provider per day"
+    # openai-dash is an OpenAI backend of the seeded ledger: only OpenAI's bill; self-hosted has no provider bill.
+    assert {r[1] for r in run_panel(metering_store, SPEND, title, backend=("openai-dash",))} == {"openai"}
+    assert run_panel(metering_store, SPEND, title, deployment=("self_hosted",)) == []
+    assert {r[1] for r in run_panel(metering_store, SPEND, title)} == {"openai", "anthropic"}

@@ -7,7 +7,7 @@ computed. ``aimeter dashboards build`` writes them to dashboards/json/, which Gr
 
 from __future__ import annotations
 
-from aimeter.grafana import ops_sql, sql
+from aimeter.grafana import books_sql, ops_sql, sql
 from aimeter.grafana.model import (
     Dashboard,
     Json,
@@ -64,6 +64,10 @@ def spend_overview() -> Dashboard:
               "loaded GPU cost (idle hours included) and the difference.", width=12, fields=money()),
         Panel("table", "Unpriced requests by model", sql.unpriced_by_model(),
               "Which models lack a price (add them to the price overrides file).", width=12),
+        Panel("table", "Metered vs billed per provider per day", books_sql.metered_vs_billed(),
+              "What the gateway metered against what the provider's own cost report billed, per day, from the "
+              "last `aimeter reconcile --provider` run; rows beyond tolerance say where the drift is.",
+              width=24, fields=counts, overrides=dollars),
     ]
     return Dashboard("aimeter-spend", "AI spend overview",
                      "What the teams spend on AI: paid APIs and self-hosted models, marginal and fully loaded.",

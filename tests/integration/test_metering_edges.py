@@ -23,11 +23,12 @@ pytestmark = pytest.mark.integration
 
 ROW_SQL = """
 SELECT status, http_status, usage_source, input_tokens, cache_read_input_tokens, output_tokens,
-       reasoning_output_tokens, usage_problem, upstream_error_type, usage_flags, project, user
+       reasoning_output_tokens, usage_problem, upstream_error_type, usage_flags, project, user, event_id
 FROM usage_events FINAL WHERE tags['case'] = {case:String}
 """
 COLUMNS = ("status", "http_status", "source", "input", "cache_read", "output", "reasoning", "problem", "error_type",
-           "flags", "project", "user")
+           "flags", "project", "user", "event_id")
+COST_SQL = "SELECT pricing_status, cost_usd FROM usage_costs FINAL WHERE event_id = {id:UUID}"
 
 
 def row(clickhouse: Any, case: str) -> dict[str, Any]:
@@ -84,6 +85,8 @@ def test_a_stream_carrying_only_an_error_is_not_billed(stack, clickhouse, call, 
     assert (got["status"], got["http_status"], got["error_type"]) == ("upstream_error", 200, error_type)
     assert (got["source"], got["input"], got["output"]) == ("none", 0, 0), "no estimate for a refused answer"
     assert error_type in got["problem"]
+    status, cost = wait_for_row(clickhouse, COST_SQL, {"id": got["event_id"]})[0]
+    assert (status, cost) == ("priced", 0), "nothing billed: a true $0, neither a charge nor 'unmetered'"
 
 
 def test_an_error_after_message_start_keeps_what_the_provider_reported(stack, clickhouse):

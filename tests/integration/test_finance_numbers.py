@@ -20,11 +20,12 @@ from aimeter.config import parse_config
 from aimeter.events import UsageEvent
 from aimeter.grafana.build import load_dashboards
 from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
+from aimeter.local.demo import self_hosted_notes
 from aimeter.pricer.core import UNMETERED, PriceBook
 from aimeter.pricer.gpu_periods import sync_gpu_periods
 from aimeter.reconcile import RECONCILE_SQL
 from aimeter.store.chargeback_sql import MEASURES
-from aimeter.store.queries import spend_query
+from aimeter.store.queries import self_hosted_use_query, spend_query
 from tests.integration.chdb_fixture import ingest
 
 pytestmark = pytest.mark.integration
@@ -212,3 +213,21 @@ def test_an_out_of_range_date_is_a_one_line_error(args, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"aimeter {args[0]}: "), err
+
+
+def test_the_demo_explains_fully_loaded_against_marginal(metering_store):
+    """The demo's self-hosted numbers read sensibly: loaded = marginal + idle within capacity; beyond it, the
+    printed reason says why loaded is below marginal."""
+    declared = datetime(2023, 7, 1, tzinfo=UTC)
+    dated = CONFIG_TEXT.format(name="gpu-demo", price="3.60").replace(
+        "sustained_tokens_per_second: 1000}", "sustained_tokens_per_second: 1000, effective_to: 2023-07-01T01:00:00Z}")
+    sync_gpu_periods(metering_store, parse_config(dated), now=declared)
+    ingest(metering_store, [call(declared + timedelta(minutes=10), "demo", backend="gpu-demo", inp=1_500_000,
+                                 out=300_000)], PriceBook(parse_config(dated)))
+    rows = metering_store.query(*self_hosted_use_query(declared, declared + timedelta(hours=1))).result_rows
+    [line] = [n for n in self_hosted_notes(rows) if n.startswith("self-hosted gpu-demo")]
+    assert "1,800,000 tokens used of a 3,600,000-token capacity (50%)" in line
+    assert "Fully loaded $3.600000 = the marginal $1.800000 charged per request plus the idle capacity" in line
+    [over] = self_hosted_notes([("b", Decimal("3.6"), Decimal(3_600_000), 4_500_000, Decimal(0), Decimal("4.5"))])
+    assert "(125%)" in over
+    assert "below the marginal $4.500000 because the requests exceeded the declared sustained_tokens_per_second" in over

@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import anthropic
@@ -20,6 +21,11 @@ from aimeter.gateway.keys import KeyFile, new_key
 
 TEAMS = {"search": "ranking", "support": "helpdesk-bot", "research": "evals", "platform": "codegen"}
 MODELS = [("gpt-4o-mini", 5), ("gpt-4o", 2), ("claude-haiku-4-5", 2), ("llama-3.1-70b", 3)]
+# The self-hosted model is paced to half the capacity examples/demo.yaml declares for it (12,000 tok/s), as a
+# real backend's queue would: unpaced, a fast machine sent ~20x what the GPUs sustain, and the fully loaded
+# cost (the GPU's hours shared over more tokens than it can serve) came out below the marginal price.
+SELF_HOSTED = "llama-3.1-70b"
+SELF_HOSTED_TOKENS_PER_S = 6000
 
 
 @dataclass
@@ -29,12 +35,19 @@ class DemoStats:
     errors: int = 0
     streamed: int = 0
     error_samples: list[str] = field(default_factory=list)
+    self_hosted_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def self_hosted_room(self, tokens: int) -> bool:
+        """Would ``tokens`` more keep the self-hosted model within its pace since the start?"""
+        return self.self_hosted_tokens + tokens <= SELF_HOSTED_TOKENS_PER_S * (time.monotonic() - self.started + 1)
 
 
-def directive(rng: random.Random) -> str:
-    prompt = rng.randint(200, 6000)
+def directive(rng: random.Random) -> tuple[str, int]:
+    """What the fake upstream is told to report, and the tokens that makes."""
+    prompt, completion = rng.randint(200, 6000), rng.randint(20, 800)
     cached = rng.choice([0, 0, prompt // 2])
-    return f"fake: prompt={prompt} completion={rng.randint(20, 800)} cached={cached}"
+    return f"fake: prompt={prompt} completion={completion} cached={cached}", prompt + completion
 
 
 def issue_demo_keys(path: Path) -> dict[str, str]:
@@ -78,7 +91,13 @@ async def _worker(base_url: str, keys: dict[str, str], stats: DemoStats, deadlin
             # The team's own key: attribution comes from it, as for a real app.
             headers = ({"Authorization": f"Bearer {keys[team]}", "x-api-key": keys[team]} if keys
                        else {"X-Aimeter-Team": team, "X-Aimeter-Project": TEAMS[team]})
-            text = f"Summarise ticket {rng.randint(1, 9999)}. {directive(rng)}"
+            told, tokens = directive(rng)
+            text = f"Summarise ticket {rng.randint(1, 9999)}. {told}"
+            if model == SELF_HOSTED:
+                if not stats.self_hosted_room(tokens):
+                    model = "gpt-4o-mini"  # the self-hosted backend is at its pace: this one goes to a paid API
+                else:
+                    stats.self_hosted_tokens += tokens
             stats.sent += 1
             try:
                 await _one(clients, model, text, headers, stream)
@@ -96,7 +115,7 @@ async def _worker(base_url: str, keys: dict[str, str], stats: DemoStats, deadlin
 async def run_traffic(base_url: str, keys: dict[str, str], seconds: float, concurrency: int = 8) -> DemoStats:
     """Send traffic for ``seconds``, printing progress every 2 s; returns what was sent."""
     stats = DemoStats()
-    start = time.monotonic()
+    start = stats.started
     deadline = start + seconds
     workers = [asyncio.create_task(_worker(base_url, keys, stats, deadline, seed)) for seed in range(concurrency)]
     while not all(w.done() for w in workers):
@@ -108,3 +127,23 @@ async def run_traffic(base_url: str, keys: dict[str, str], seconds: float, concu
     for w in workers:
         w.result()
     return stats
+
+
+def self_hosted_notes(rows: list[tuple]) -> list[str]:
+    """One line per self-hosted backend from :func:`aimeter.store.queries.self_hosted_use_query`: what its GPU
+    time cost, how much of its capacity the requests used, and why fully loaded is above (idle capacity) or,
+    when the backend served more than its declared capacity, below the marginal price."""
+    lines = []
+    for backend, gpu_usd, capacity, used, idle_usd, marginal_usd in rows:
+        share = f"{100 * used / capacity:.0f}%" if capacity else "all"
+        head = (f"self-hosted {backend}: GPU time since it was declared ${gpu_usd:.6f} (idle ${idle_usd:.6f}); "
+                f"{used:,} tokens used of a {int(capacity):,}-token capacity ({share})")
+        marginal = marginal_usd if marginal_usd is not None else Decimal(0)
+        if used > capacity:
+            lines.append(f"{head}. Fully loaded ${gpu_usd:.6f} is below the marginal ${marginal:.6f} because the "
+                         "requests exceeded the declared sustained_tokens_per_second: the GPU's hours are shared over "
+                         "more tokens than it is declared to serve (raise it if the backend really sustains this).")
+        else:
+            lines.append(f"{head}. Fully loaded ${gpu_usd:.6f} = the marginal ${marginal:.6f} charged per request "
+                         "plus the idle capacity.")
+    return lines

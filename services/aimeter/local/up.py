@@ -15,12 +15,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aimeter.local.demo import DemoStats, issue_demo_keys, run_traffic
+from aimeter.local.demo import DemoStats, issue_demo_keys, run_traffic, self_hosted_notes
 from aimeter.local.stack import Stack, StackError
 from aimeter.report import render
 from aimeter.settings import Settings
 from aimeter.store.client import report_client
-from aimeter.store.queries import count_query, spend_query
+from aimeter.store.queries import count_query, self_hosted_use_query, spend_query
 
 
 def wait_for_rows(stack: Stack, expected: int, timeout: float = 120.0, tick: Callable[[], None] = lambda: None,
@@ -58,6 +58,9 @@ def print_spend(stack: Stack, since: datetime) -> None:
         result = client.query(sql, parameters=params)
         print(f"\nspend by {by} (from ClickHouse):")
         print(render(result.column_names, result.result_rows))
+    print()
+    for line in self_hosted_notes(client.query(*self_hosted_use_query(since, until)).result_rows):
+        print(line)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -82,3 +82,22 @@ def gpu_cost_query(since: datetime, until: datetime) -> tuple[str, dict[str, Any
     """The whole GPU cost billed over [since, until) (idle included): what a GPU period correction moves."""
     sql = f"SELECT sum(cost_usd) FROM {ALLOCATION}"  # noqa: S608 - fixed text; values are parameters
     return sql, {"since": since, "until": until}
+
+
+def self_hosted_use_query(since: datetime, until: datetime) -> tuple[str, dict[str, Any]]:
+    """Per self-hosted backend over [since, until): GPU time billed, capacity, tokens used, idle, and the
+    marginal cost its requests were charged; what makes fully loaded versus marginal readable."""
+    sql = f"""
+SELECT a.backend, a.gpu_usd, a.capacity_tokens, a.used_tokens, a.idle_usd, m.marginal_usd
+FROM (
+    SELECT backend, sum(cost_usd) AS gpu_usd, sumIf(capacity_tokens, team = 'idle') AS capacity_tokens,
+           sum(tokens) AS used_tokens, sumIf(cost_usd, team = 'idle') AS idle_usd
+    FROM {ALLOCATION} GROUP BY backend
+) AS a
+LEFT JOIN (
+    SELECT backend, sum(cost_usd) AS marginal_usd FROM usage_costs FINAL
+    WHERE deployment = 'self_hosted' AND {WINDOW} GROUP BY backend
+) AS m ON a.backend = m.backend
+ORDER BY a.backend
+"""  # noqa: S608 - fixed text; values are parameters
+    return sql, {"since": since, "until": until}

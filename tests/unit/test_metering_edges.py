@@ -303,3 +303,15 @@ models:
         row = build_batch([refused.model_dump_json().encode()], book, at, fast=fast).cost_rows[0]
         assert (row[23], row[19]) == (PRICED, Decimal(0))
     assert book.price(event("ok")).pricing_status == UNMETERED  # an answer with unreadable usage still is
+
+
+def test_groq_stream_usage_in_x_groq():
+    """Groq's streams carry the usage in the last chunk's ``x_groq`` object."""
+    last = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "llama-3.3-70b-versatile",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "x_groq": {"id": "req_1", "usage": {"queue_time": 0.02, "prompt_tokens": 24, "prompt_time": 0.001,
+                                                "completion_tokens": 9, "completion_time": 0.01, "total_tokens": 33,
+                                                "total_time": 0.011}}}
+    scanner, got = scanned(OpenAIChatStream(), sse(last), b"data: [DONE]\n\n")
+    assert (got.source, got.usage.input_tokens, got.usage.output_tokens) == (UsageSource.REPORTED, 24, 9)
+    assert ended(scanner, got) is Status.OK

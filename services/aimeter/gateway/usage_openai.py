@@ -16,6 +16,7 @@ the usage extractors of genai-prices' provider list), read only where OpenAI's o
 * Databricks: ``cache_read_input_tokens`` and ``reasoning_tokens`` at the top of ``usage``.
 * xAI: ``cached_prompt_text_tokens`` (older answers); Perplexity, xAI, Modal: ``reasoning_tokens`` at the top.
 * Perplexity's Responses API: ``input_tokens_details.cache_read_input_tokens``.
+* Groq's streams: the usage in the last chunk's ``x_groq`` object (``x_groq.usage``), not at the top.
 
 Where reasoning tokens sit differs by provider: inside ``completion_tokens`` (OpenAI, DeepSeek, Databricks)
 or beside it (xAI, Perplexity, whose ``total_tokens`` is prompt + completion + reasoning). That is read
@@ -221,9 +222,14 @@ class OpenAIChatStream:
             return
         if not self.model and isinstance(event.get("model"), str):
             self.model = event["model"]
-        if isinstance(event.get("usage"), dict):
+        usage = event.get("usage")
+        if not isinstance(usage, dict):  # Groq streams put the usage in its own `x_groq` object of the last chunk
+            groq = event.get("x_groq")
+            usage = groq.get("usage") if isinstance(groq, dict) else None
+            event = {**event, "usage": usage} if isinstance(usage, dict) else event
+        if isinstance(usage, dict):
             self.usage_body = event
-            self.running.see(event["usage"], _RUNNING_KEYS)
+            self.running.see(usage, _RUNNING_KEYS)
         if event.get("error"):
             self.error_type = error_type_of(event["error"])
             self.error = f"stream error event: {describe_error(event['error'])}"

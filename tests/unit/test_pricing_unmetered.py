@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
-from aimeter.config import parse_config
+from aimeter.config import load_config, parse_config
 from aimeter.events import TokenUsage, UsageEvent
 from aimeter.pricer.alerts import NotPricedLog
 from aimeter.pricer.core import PRICED, UNMETERED, UNPRICED, PriceBook
@@ -97,3 +98,11 @@ def test_unpriced_and_unmetered_are_logged_once_per_model_per_hour(caplog):
     assert "azure/gpt-4o-unmapped" in unpriced
     assert "priced_as" in unpriced
     assert "aimeter reprice" in unpriced
+
+
+def test_the_example_configs_azure_deployment_is_priced_out_of_the_box():
+    example = load_config(Path(__file__).resolve().parents[2] / "examples" / "aimeter.example.yaml")
+    prod = event("gpt-4o-prod", "azure", "azure", source="reported", input_tokens=1_000_000, output_tokens=100_000)
+    priced = PriceBook(example).price(prod)
+    assert (priced.pricing_status, priced.cost_usd, priced.price_source) == (
+        PRICED, Decimal("3.5"), "genai-prices:openai/gpt-4o")

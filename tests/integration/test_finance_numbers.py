@@ -24,6 +24,7 @@ from aimeter.local.demo import self_hosted_notes
 from aimeter.pricer.core import UNMETERED, PriceBook
 from aimeter.pricer.gpu_periods import sync_gpu_periods
 from aimeter.reconcile import RECONCILE_SQL
+from aimeter.reprice import run_command
 from aimeter.store.chargeback_sql import MEASURES
 from aimeter.store.queries import self_hosted_use_query, spend_query
 from tests.integration.chdb_fixture import ingest
@@ -231,3 +232,21 @@ def test_the_demo_explains_fully_loaded_against_marginal(metering_store):
     [over] = self_hosted_notes([("b", Decimal("3.6"), Decimal(3_600_000), 4_500_000, Decimal(0), Decimal("4.5"))])
     assert "(125%)" in over
     assert "below the marginal $4.500000 because the requests exceeded the declared sustained_tokens_per_second" in over
+
+
+def test_reprice_applies_a_dated_gpu_correction_visibly_and_keeps_the_as_charged_version(metering_store, chdb_path):
+    """A past GPU price reaches reports only through `aimeter reprice`, which says what it moved."""
+    declared, day = datetime(2023, 9, 1, tzinfo=UTC), timedelta(days=1)
+    dated = CONFIG_TEXT.replace("sustained_tokens_per_second: 1000}",
+                                "sustained_tokens_per_second: 1000, effective_to: 2023-09-02T00:00:00Z}")
+    sync_gpu_periods(metering_store, parse_config(dated.format(name="gpu-rp", price="3.60")), now=declared)
+    corrected = parse_config(dated.format(name="gpu-rp", price="7.20"))
+    out, err = io.StringIO(), io.StringIO()
+    assert run_command(f"chdb://{chdb_path}", lambda: metering_store, corrected, PriceBook(corrected),
+                       since=declared, until=declared + day, dry_run=False, out=out, err=err) == 0
+    assert ("GPU cost periods corrected: 1 period versions written; fully loaded GPU cost of the window before "
+            "$86.400000, after $172.800000, correction $86.400000") in out.getvalue()
+    assert spend(metering_store, "backend", declared, declared + day)["gpu-rp"]["loaded_cost_usd"] == Decimal("172.8")
+    versions = metering_store.query("SELECT usd_per_hour FROM gpu_cost_period_versions FINAL WHERE backend = 'gpu-rp'"
+                                     " ORDER BY version").result_rows
+    assert [v[0] for v in versions] == [Decimal("3.60"), Decimal("7.20")]  # the as-charged version stays

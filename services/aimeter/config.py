@@ -123,8 +123,9 @@ class UpstreamAccount(BaseModel):
     credential_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
                                description="A stable name for the credential (e.g. the provider's API key id); "
                                            "never the key itself.")
-    project_id: str | None = Field(None, description="OpenAI project id (proj_...) the key belongs to.")
-    workspace_id: str | None = Field(None, description="Anthropic workspace id (wrkspc_...); unset: the default.")
+    project_id: str | None = Field(None, max_length=128, description="OpenAI project id (proj_...) of the key.")
+    workspace_id: str | None = Field(None, max_length=128,
+                                     description="Anthropic workspace id (wrkspc_...); unset: the default.")
 
     @field_validator("credential_id")
     @classmethod

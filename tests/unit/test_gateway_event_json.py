@@ -55,6 +55,7 @@ events = st.fixed_dictionaries({
     "backend_compute_seconds": st.none() | st.floats(0, 1e9, allow_nan=False) | st.sampled_from([0.0, 1e-7, 0.1]),
     "attribution": attributions, "usage_problem": st.text(max_size=MAX_PROBLEM_LEN),
     "upstream_error_type": labels, "usage_flags": st.text(max_size=MAX_FLAGS_LEN),
+    "credential_id": labels, "upstream_project": labels, "service_tier": labels,
 })
 
 
@@ -82,7 +83,9 @@ def test_the_encoder_follows_the_models_field_order():
                                             ("gateway_id", "g" * 500), ("backend_compute_seconds", -1.0),
                                             ("usage_problem", "p" * (MAX_PROBLEM_LEN + 1)),
                                             ("upstream_error_type", "e" * (MAX_LABEL_LEN + 1)),
-                                            ("usage_flags", "f" * (MAX_FLAGS_LEN + 1))])
+                                            ("usage_flags", "f" * (MAX_FLAGS_LEN + 1)),
+                                            ("credential_id", "c" * (MAX_LABEL_LEN + 1)),
+                                            ("service_tier", "t" * (MAX_LABEL_LEN + 1))])
 def test_values_out_of_bounds_go_through_the_model_and_are_refused(field, bad):
     fields = {"event_id": str(new_event_id()), "gateway_id": "gw", "started_at": datetime.now(UTC),
               "first_token_at": None, "ended_at": datetime.now(UTC), "api": "openai.chat", "backend": "oa",
@@ -102,3 +105,5 @@ def test_an_event_without_the_diagnosis_fields_is_still_v1():
            "usage_source": "reported"}
     event = UsageEvent.model_validate(old)
     assert (event.usage_problem, event.upstream_error_type, event.usage_flags) == ("", "", "")
+    # The provider-account fields (issue 19) were added the same way.
+    assert (event.credential_id, event.upstream_project, event.service_tier) == ("", "", "")

@@ -152,6 +152,15 @@ class UsageEvent(BaseModel):
                         "from an error body or an error event inside a 200 stream; '' when none.")
     usage_flags: Flags = Field(
         "", description="Comma-separated UsageFlag codes for implausible usage (kept as reported); '' when none.")
+    # Which provider account the request went to, as the backend config declares it (issue 19): what the
+    # provider's own usage and cost reports group by. Ids only, never a credential; '' when not declared.
+    credential_id: Label = Field(
+        "", description="The backend's declared credential id (account.credential_id), never the key; '' if none.")
+    upstream_project: Label = Field(
+        "", description="OpenAI project or Anthropic workspace id of the credential (account.project_id / "
+                        "workspace_id); '' if not declared.")
+    service_tier: Label = Field(
+        "", description="The service tier the request asked for (its body's service_tier); '' when none.")
 
     @property
     def priced_at_time(self) -> datetime:

@@ -31,6 +31,7 @@ from aimeter.gateway.streams import settle, usage_flags, usage_problem
 from aimeter.gateway.upstream import upstream_headers, upstream_target
 
 log = logging.getLogger(__name__)
+MAX_TIER_LEN = 128  # an event label's bound: a longer value is not a tier
 KEY_RELOAD_S = 1.0
 
 
@@ -264,7 +265,18 @@ class Gateway:
                 usage=extracted.usage, backend_compute_seconds=extracted.compute_seconds,
                 attribution=request.attribution, usage_problem=usage_problem(outcome.problem, extracted),
                 upstream_error_type=extracted.error_type, usage_flags=usage_flags(extracted),
+                **upstream_account(backend, request.json),
             )
             self.sink.publish_encoded(payload, event_id, started, ended)
         except Exception:
             log.exception("could not build or publish the usage event for model %s", request.model)
+
+
+def upstream_account(backend: Backend, body: dict[str, Any]) -> dict[str, str]:
+    """The event's provider-account fields: the ids the backend config declares (never the key) and the service
+    tier the request asked for, so usage can be grouped as the provider's own reports group it."""
+    account = backend.account
+    tier = body.get("service_tier")
+    scope = (account.project_id or account.workspace_id or "") if account is not None else ""
+    return {"credential_id": account.credential_id if account is not None else "", "upstream_project": scope,
+            "service_tier": tier if isinstance(tier, str) and len(tier) <= MAX_TIER_LEN else ""}

@@ -22,7 +22,7 @@ from aimeter.events.usage import MAX_FLAGS_LEN, MAX_LABEL_LEN, MAX_PROBLEM_LEN, 
 FIELDS = ("schema_version", "event_id", "gateway_id", "started_at", "first_token_at", "ended_at", "api", "backend",
           "provider", "deployment", "model_requested", "model_served", "stream", "status", "http_status",
           "usage_source", "usage", "backend_compute_seconds", "attribution", "usage_problem", "upstream_error_type",
-          "usage_flags")
+          "usage_flags", "credential_id", "upstream_project", "service_tier")
 if tuple(UsageEvent.model_fields) != FIELDS:  # fail at start, not with a subtly different event in Kafka
     raise RuntimeError(f"UsageEvent fields changed to {tuple(UsageEvent.model_fields)}; update {__name__}")
 _OPTIONS = orjson.OPT_UTC_Z  # pydantic writes UTC as "Z"
@@ -33,10 +33,11 @@ def encode_usage_event(*, event_id: str, gateway_id: str, started_at: datetime, 
                        model_requested: str, model_served: str, stream: bool, status: Status, http_status: int,
                        usage_source: UsageSource, usage: TokenUsage, backend_compute_seconds: float | None,
                        attribution: Attribution, usage_problem: str = "", upstream_error_type: str = "",
-                       usage_flags: str = "") -> bytes:
+                       usage_flags: str = "", credential_id: str = "", upstream_project: str = "",
+                       service_tier: str = "") -> bytes:
     """The event's JSON, byte for byte what ``UsageEvent(...).model_dump_json()`` writes for these values."""
     if (max(len(gateway_id), len(api), len(backend), len(provider), len(model_requested), len(model_served),
-            len(upstream_error_type)) > MAX_LABEL_LEN
+            len(upstream_error_type), len(credential_id), len(upstream_project), len(service_tier)) > MAX_LABEL_LEN
             or len(usage_problem) > MAX_PROBLEM_LEN or len(usage_flags) > MAX_FLAGS_LEN
             or not 0 <= http_status <= 999
             or (backend_compute_seconds is not None
@@ -48,7 +49,8 @@ def encode_usage_event(*, event_id: str, gateway_id: str, started_at: datetime, 
             model_requested=model_requested, model_served=model_served, stream=stream, status=status,
             http_status=http_status, usage_source=usage_source, usage=usage,
             backend_compute_seconds=backend_compute_seconds, attribution=attribution, usage_problem=usage_problem,
-            upstream_error_type=upstream_error_type, usage_flags=usage_flags,
+            upstream_error_type=upstream_error_type, usage_flags=usage_flags, credential_id=credential_id,
+            upstream_project=upstream_project, service_tier=service_tier,
         ).model_dump_json().encode()
     # A frozen pydantic model's __dict__ holds exactly its fields, in declaration order.
     return orjson.dumps({
@@ -58,5 +60,6 @@ def encode_usage_event(*, event_id: str, gateway_id: str, started_at: datetime, 
         "model_served": model_served, "stream": stream, "status": status, "http_status": http_status,
         "usage_source": usage_source, "usage": usage.__dict__, "backend_compute_seconds": backend_compute_seconds,
         "attribution": attribution.__dict__, "usage_problem": usage_problem, "upstream_error_type": upstream_error_type,
-        "usage_flags": usage_flags,
+        "usage_flags": usage_flags, "credential_id": credential_id, "upstream_project": upstream_project,
+        "service_tier": service_tier,
     }, option=_OPTIONS)

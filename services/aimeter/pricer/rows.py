@@ -38,6 +38,7 @@ EVENT_COLUMNS = [
     "reasoning_output_tokens", "output_audio_tokens", "output_image_tokens", "backend_compute_seconds",
     "team", "project", "user", "api_key_id", "tags",
     "usage_problem", "upstream_error_type", "usage_flags",  # 0006: the gateway's diagnosis
+    "credential_id", "upstream_project", "service_tier",  # 0009: the provider account (issue 19)
 ]
 COST_COLUMNS = [
     "event_id", "started_at", "ended_at", "api", "backend", "provider", "deployment", "model", "status", "stream",
@@ -168,7 +169,7 @@ def event_row(e: UsageEvent) -> list[Any]:
         u.cache_creation_5m_input_tokens, u.cache_creation_1h_input_tokens, u.input_audio_tokens,
         u.input_image_tokens, u.output_tokens, u.reasoning_output_tokens, u.output_audio_tokens,
         u.output_image_tokens, e.backend_compute_seconds, a.team, a.project, a.user, a.api_key_id, a.tags,
-        e.usage_problem, e.upstream_error_type, e.usage_flags,
+        e.usage_problem, e.upstream_error_type, e.usage_flags, e.credential_id, e.upstream_project, e.service_tier,
     ]
 
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from html import escape
 
+from aimeter.report import amount
+
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
 IDLE_COLOR = "#9e9e9e"
 PROPRIETARY_COLOR, SELF_HOSTED_COLOR, REFERENCE_COLOR = "#4e79a7", "#59a14f", "#f28e2b"
 TENTH = Decimal("0.1")
-CENT = Decimal("0.01")
 
 
 def px(value: Decimal) -> str:
@@ -26,8 +27,7 @@ def px(value: Decimal) -> str:
 
 def usd(value: Decimal) -> str:
     """Dollars and cents, rounded half up as on an invoice (the exact figures are in the CSV and JSON)."""
-    cents = value.quantize(CENT, rounding=ROUND_HALF_UP)
-    return f"-${-cents:,}" if cents < 0 else f"${cents:,}"
+    return amount(value, 2, dollar=True, grouped=True, rounding=ROUND_HALF_UP)
 
 
 def key_colors(keys: Sequence[str]) -> dict[str, str]:

@@ -8,11 +8,12 @@ import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 _RELATIVE = re.compile(r"(\d+)([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_WIDE = Context(prec=80)  # Decimal(38, 12) amounts have up to 38 digits: more than the default context's 28
 
 
 # What a DateTime64 column holds: a report period outside it is an input error, not a ClickHouse traceback.
@@ -48,6 +49,16 @@ def parse_when(text: str, now: datetime) -> datetime:
     return in_range(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC), text)
 
 
+def amount(value: Decimal, places: int = 6, *, dollar: bool = False, grouped: bool = False,
+           rounding: str = ROUND_HALF_EVEN) -> str:
+    """Every report's one spelling of an amount for people: positional, rounded to ``places``, never "-0.00"
+    (the idle GPU row's sub-picodollar rounding remainder can be negative and must not read as a refund)."""
+    shown = value.quantize(Decimal(1).scaleb(-places), rounding=rounding, context=_WIDE)
+    size = shown.copy_abs()  # (abs() would round to the default context's 28 digits)
+    body = f"{size:,f}" if grouped else f"{size:f}"
+    return ("-" if shown < 0 else "") + ("$" if dollar else "") + body
+
+
 def decimal_text(value: Decimal) -> str:
     """Every report's one spelling of an exact amount: positional, all stored places ("0.000000000000",
     never "0E-12")."""
@@ -76,10 +87,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, Decimal):
-        text = f"{value:.6f}"
-        # The idle GPU row carries the hour's sub-picodollar rounding remainder, which can be negative:
-        # shown to 6 places it read "-0.000000", which looks like a refund. The exact value is in csv/json.
-        return text[1:] if text.startswith("-") and not text.strip("-0.") else text
+        return amount(value)  # the exact value is in csv/json
     return str(value)
 
 

@@ -30,7 +30,7 @@ from aimeter.pricer.core import PriceBook
 from aimeter.pricer.gpu_periods import SyncPlan, history_config, plan_sync, read_history, sync_gpu_periods
 from aimeter.pricer.rerate import COMPARED, Plan, plan_page
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, event_from_row
-from aimeter.report import render
+from aimeter.report import amount, render
 from aimeter.store import queries
 from aimeter.store.client import chdb_path, get_client
 from aimeter.store.migrations import migrate
@@ -133,7 +133,7 @@ def _log_run(client: Client, report: Report, started_at: datetime) -> None:
 
 
 def usd(value: Decimal) -> str:
-    return f"${value:,.6f}" if value >= 0 else f"-${-value:,.6f}"
+    return amount(value, dollar=True, grouped=True)
 
 
 def render_report(report: Report) -> str:

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from aimeter.chargeback import month_window
-from aimeter.report import parse_when, render
+from aimeter.report import amount, parse_when, render
 
 
 def _cells(value: str) -> str:
@@ -59,3 +59,15 @@ def test_out_of_range_times_are_a_clear_error() -> None:
         with pytest.raises(ValueError, match="out of range"):
             month_window(month)
     assert parse_when("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_one_amount_formatter_for_tables_reprice_and_html() -> None:
+    from aimeter.chargeback_svg import usd as html_usd  # noqa: PLC0415
+    from aimeter.reprice import usd as reprice_usd  # noqa: PLC0415
+
+    remainder = Decimal("-0.000000000002")  # the idle row's rounding remainder: never a refund
+    assert (amount(remainder), reprice_usd(remainder), html_usd(Decimal("-0.004"))) == ("0.000000", "$0.000000",
+                                                                                       "$0.00")
+    assert reprice_usd(Decimal("-1234.5")) == "-$1,234.500000"
+    assert html_usd(Decimal("1234.565")) == "$1,234.57"  # half up, as on an invoice
+    assert amount(Decimal("12345678901234567890123456.123456789012")) == "12345678901234567890123456.123457"

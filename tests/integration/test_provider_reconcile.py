@@ -136,7 +136,7 @@ def provider_costs(provider: str, day: datetime, lines: list[str]) -> list[dict[
             for i, usd in enumerate(lines)]
 
 
-def event(provider: str, name: str, at: datetime, *, unread: bool = False) -> UsageEvent:
+def event(provider: str, name: str, at: datetime, *, unread: bool = False, recorded: bool = False) -> UsageEvent:
     backend = "rec-openai" if provider == "openai" else "rec-anthropic"
     usage = {} if unread else {"input_tokens": 1000, "cache_read_input_tokens": 200, "output_tokens": 500}
     return UsageEvent(
@@ -145,7 +145,8 @@ def event(provider: str, name: str, at: datetime, *, unread: bool = False) -> Us
         backend=backend, provider=provider, deployment="proprietary", model_requested=MODEL[provider],
         model_served=MODEL[provider], stream=unread, status="ok", http_status=200,
         usage_source="none" if unread else "reported", usage=usage,
-        attribution={"team": "recon", "project": "recon", "api_key_id": "gk-recon"})
+        attribution={"team": "recon", "project": "recon", "api_key_id": "gk-recon"},
+        **({"credential_id": f"key_recon_{provider}", "upstream_project": SCOPE[provider]} if recorded else {}))
 
 
 def base_traffic(store: Any, provider: str, day: datetime, name: str) -> None:
@@ -154,7 +155,7 @@ def base_traffic(store: Any, provider: str, day: datetime, name: str) -> None:
 
 
 def run(store: Any, fake: str, provider: str, day: datetime, tmp_path: Path, *extra: str,
-        key: str | None = None) -> tuple[int, str, str]:
+        key: str | None = None, config: Any = CONFIG) -> tuple[int, str, str]:
     key_file = tmp_path / f"{provider}.key"
     key_file.write_text((key or (OPENAI_KEY if provider == "openai" else ANTHROPIC_KEY)) + "\n")
     args = build_parser().parse_args([
@@ -163,7 +164,7 @@ def run(store: Any, fake: str, provider: str, day: datetime, tmp_path: Path, *ex
         # The scenarios' bills are cents: a 1 % or $0.000001 allowance, not the default $0.01 (tested below).
         "--tolerance-usd", "0.000001", *extra])
     out, err = io.StringIO(), io.StringIO()
-    status = provider_cli.run(args, store, lambda: store, CONFIG, {}, out=out, err=err, since=day,
+    status = provider_cli.run(args, store, lambda: store, config, {}, out=out, err=err, since=day,
                               until=day + timedelta(days=1), sleep=lambda _s: None,
                               now=datetime(2031, 1, 1, tzinfo=UTC))
     return status, out.getvalue(), err.getvalue()
@@ -371,3 +372,19 @@ def test_the_dashboard_panel_follows_the_backend_and_deployment_filters(metering
     assert {r[1] for r in run_panel(metering_store, SPEND, title, backend=("openai-dash",))} == {"openai"}
     assert run_panel(metering_store, SPEND, title, deployment=("self_hosted",)) == []
     assert {r[1] for r in run_panel(metering_store, SPEND, title)} == {"openai", "anthropic"}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_ledger_groups_by_the_project_its_events_recorded(metering_store, fake, tmp_path, provider):
+    # The events carry upstream_project themselves (migration 0009); the config passed declares no account at all.
+    day = datetime(2031, 3, 14 if provider == "openai" else 15, tzinfo=UTC)
+    ingest(metering_store, [event(provider, f"recorded/{i}", day + timedelta(hours=10, minutes=m), recorded=True)
+                            for i, m in enumerate((5, 20, 40))], BOOK)
+    seed(fake, provider, day, [Use(at(day, 10, 5), 2400, 600, 1500, 3)], BASE_LINES)
+    bare = CONFIG.model_copy(update={"backends": {n: b.model_copy(update={"account": None})
+                                                  for n, b in CONFIG.backends.items()}})
+    status, out, err = run(metering_store, fake, provider, day, tmp_path, config=bare)
+    assert status == 0, out + err
+    rows = stored(metering_store, provider, day)
+    assert {(k, r["scope"], r["classification"]) for k, r in rows.items()} == {
+        (("usage", "00"), SCOPE[provider], "match"), (("cost", "00"), SCOPE[provider], "match")}

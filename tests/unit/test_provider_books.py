@@ -16,7 +16,7 @@ from aimeter.provider_books.books import ALL, NON_TOKEN, Book, Figures, Key, cei
 from aimeter.provider_books.cli import Window, read_admin_key
 from aimeter.provider_books.compare import Tolerance, classify, exit_status, pct, reconcile
 from aimeter.provider_books.fetch import AdminClient, scrub
-from aimeter.provider_books.ledger import ledger_book, queries, scopes
+from aimeter.provider_books.ledger import is_scoped, ledger_book, queries, scopes
 
 DAY = datetime(2026, 11, 2, tzinfo=UTC)
 TOL = Tolerance()
@@ -188,11 +188,17 @@ models: {}
     assert scopes(config, "openai") == {"o1": "proj_a"}
     assert scopes(config, "anthropic") == {"a1": "wrkspc_b"}
     naive = datetime(2026, 11, 2, 10, tzinfo=UTC).replace(tzinfo=None)  # ClickHouse DateTime comes back naive
-    book = ledger_book([(naive, "o1", "m", 10, 2, 0, 5, 1, 0), (naive, "o2", "m", 1, 0, 0, 1, 1, 1)],
-                       [(naive, "o1", "m", Decimal("0.1"), 0)], scopes(config, "openai"), scoped=True)
+    # o1's older rows recorded no project (before migration 0009): the config's proj_a; o2's events recorded
+    # proj_z themselves, which wins over the config (o2 declares none); a row with neither is ''.
+    usage = [(naive, "o1", "m", "", 10, 2, 0, 5, 1, 0), (naive, "o2", "m", "proj_z", 1, 0, 0, 1, 1, 1),
+             (naive, "o2", "m", "", 3, 0, 0, 3, 1, 0)]
+    book = ledger_book(usage, [(naive, "o1", "m", "", Decimal("0.1"), 0)], scopes(config, "openai"), scoped=True)
     at = datetime(2026, 11, 2, 10, tzinfo=UTC)
     assert book.rows == {Key(at, "m", "proj_a"): Figures(10, 2, 0, 5, 1, Decimal("0.1")),
-                         Key(at, "m", ""): Figures(1, 0, 0, 1, 1, None, 1)}
+                         Key(at, "m", "proj_z"): Figures(1, 0, 0, 1, 1, None, 1),
+                         Key(at, "m", ""): Figures(3, 0, 0, 3, 1)}
+    assert is_scoped({}, usage)
+    assert not is_scoped({}, [usage[0]])
     usage_sql, cost_sql = queries("1h")
     assert "toStartOfHour(started_at, 'UTC')" in usage_sql
     assert "usage_events FINAL" in usage_sql

@@ -96,11 +96,11 @@ def pull(provider: str, client: AdminClient, window: Window, scoped: bool) -> tu
 def read_ledger(client: Client, provider: str, window: Window, config: GatewayConfig | None,
                 backends: list[str]) -> tuple[Book, bool]:
     scope_of = ledger.scopes(config, provider)
-    scoped = bool(scope_of)
     usage_sql, cost_sql = ledger.queries(window.width)
     params = ledger.parameters(provider, window.since, window.until, backends)
     usage = client.query(usage_sql, parameters=params).result_rows
     costs = client.query(cost_sql, parameters=params).result_rows
+    scoped = ledger.is_scoped(scope_of, usage)
     return ledger.ledger_book(usage, costs, scope_of, scoped), scoped
 
 

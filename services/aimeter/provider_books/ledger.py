@@ -1,7 +1,8 @@
 """The ledger's side of the comparison: SQL over ``usage_events`` and ``usage_costs`` (both FINAL, so exact under
-redelivery), grouped by bucket x backend x model; ``scopes`` maps each backend to the provider project or
-workspace its credential belongs to (the ``account`` block of the backend in the gateway config), so the ledger
-groups the way the provider does without a new column. Pure: SQL text and row mapping, no I/O."""
+redelivery), grouped by bucket x backend x model x upstream project. A row's scope (OpenAI project, Anthropic
+workspace) is the event's own ``upstream_project`` (recorded by the gateway since migration 0009, from the
+backend's ``account``); for older rows ``scopes`` maps the backend to what the config declares now. Pure: SQL
+text and row mapping, no I/O."""
 
 from __future__ import annotations
 
@@ -21,19 +22,22 @@ _FILTER = """provider = {provider:String} AND deployment = 'proprietary'
 
 USAGE_SQL = """
 SELECT {fn}(started_at, 'UTC') AS bucket, backend, if(model_served != '', model_served, model_requested) AS model,
-       sum(input_tokens), sum(cache_read_input_tokens), sum(cache_creation_input_tokens), sum(output_tokens),
+       upstream_project, sum(input_tokens), sum(cache_read_input_tokens), sum(cache_creation_input_tokens),
+       sum(output_tokens),
        countIf(status NOT IN ('upstream_error', 'gateway_error')) AS requests,
        countIf(http_status BETWEEN 200 AND 299 AND usage_source != 'reported') AS unread
 FROM usage_events FINAL
 WHERE {filter}
-GROUP BY bucket, backend, model
+GROUP BY bucket, backend, model, upstream_project
 """
 
 COST_SQL = """
-SELECT {fn}(started_at, 'UTC') AS bucket, backend, model, sum(cost_usd), countIf(cost_usd IS NULL) AS unpriced
+SELECT {fn}(started_at, 'UTC') AS bucket, backend, model, e.upstream_project, sum(cost_usd),
+       countIf(cost_usd IS NULL) AS unpriced
 FROM usage_costs FINAL
+LEFT JOIN (SELECT event_id, upstream_project FROM usage_events FINAL WHERE {filter}) AS e USING event_id
 WHERE {filter}
-GROUP BY bucket, backend, model
+GROUP BY bucket, backend, model, e.upstream_project
 """
 
 
@@ -61,19 +65,24 @@ def scopes(config: GatewayConfig | None, provider: str) -> dict[str, str]:
     return out
 
 
+def is_scoped(scope_of: Mapping[str, str], usage: Iterable[Sequence[Any]]) -> bool:
+    """Group by project/workspace when the config declares one or the ledger's events recorded one."""
+    return bool(scope_of) or any(row[3] for row in usage)
+
+
 def ledger_book(usage: Iterable[Sequence[Any]], costs: Iterable[Sequence[Any]], scope_of: Mapping[str, str],
                 scoped: bool) -> Book:
-    """Rows of both queries as one book keyed like the provider's (a backend with no declared scope is '')."""
+    """Rows of both queries as one book keyed like the provider's (no recorded or declared scope is '')."""
     book = Book()
 
-    def key(bucket: datetime, backend: str, model: str) -> Key:
+    def key(bucket: datetime, backend: str, model: str, project: str) -> Key:
         bucket = bucket.replace(tzinfo=UTC) if bucket.tzinfo is None else bucket.astimezone(UTC)
-        return Key(bucket, model, scope_of.get(backend, "") if scoped else ALL)
+        return Key(bucket, model, (project or scope_of.get(backend, "")) if scoped else ALL)
 
-    for bucket, backend, model, inp, read, write, out, requests, unread in usage:
-        book.add(key(bucket, backend, model), Figures(int(inp), int(read), int(write), int(out), int(requests),
-                                                      None, int(unread)))
-    for bucket, backend, model, usd, unpriced in costs:
-        book.add(key(bucket, backend, model), Figures(usd=Decimal(usd) if usd is not None else Decimal(0),
-                                                      unpriced_requests=int(unpriced)))
+    for bucket, backend, model, project, inp, read, write, out, requests, unread in usage:
+        book.add(key(bucket, backend, model, project), Figures(int(inp), int(read), int(write), int(out),
+                                                               int(requests), None, int(unread)))
+    for bucket, backend, model, project, usd, unpriced in costs:
+        book.add(key(bucket, backend, model, project), Figures(usd=Decimal(usd) if usd is not None else Decimal(0),
+                                                               unpriced_requests=int(unpriced)))
     return book

@@ -138,9 +138,11 @@ def settle(extracted: Extracted, request: Mapping[str, Any], *, stream: bool, ht
 
 def usage_problem(gateway_problem: str, extracted: Extracted) -> str:
     """The event's ``usage_problem``: the gateway's reason (timeout, cut stream) and the usage reader's, each once."""
+    if not gateway_problem:  # the common case, with nothing to join
+        return extracted.problem[:MAX_PROBLEM_LEN]
     return joined(gateway_problem, extracted.problem)[:MAX_PROBLEM_LEN]
 
 
 def usage_flags(extracted: Extracted) -> str:
     """The event's ``usage_flags``: the distinct ``UsageFlag`` codes, comma-separated."""
-    return ",".join(dict.fromkeys(extracted.flags))[:MAX_FLAGS_LEN]
+    return ",".join(dict.fromkeys(extracted.flags))[:MAX_FLAGS_LEN] if extracted.flags else ""

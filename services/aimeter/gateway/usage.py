@@ -103,36 +103,44 @@ def details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
 
 
 # Request fields that cap generated tokens per choice: OpenAI Chat (max_completion_tokens, legacy max_tokens),
-# Completions and Anthropic (max_tokens), the Responses API (max_output_tokens), and Ollama's options.num_predict
-# (-1 and -2 mean "no limit"). Gemini's is generationConfig.maxOutputTokens, checked apart (see below).
-_LIMIT_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
-_CHOICE_KEYS = ("n", "best_of")  # completions billed per choice; best_of ones are generated and billed too
+# Completions and Anthropic (max_tokens), the Responses API (max_output_tokens), Ollama's options.num_predict
+# (-1 and -2 mean "no limit") and Gemini's generationConfig.maxOutputTokens. Completions are billed per choice
+# (n; legacy best_of ones are generated and billed too; Gemini's candidateCount).
 # "Far above": an upstream stops at its limit; a little over it is tokenizer noise (stop tokens, n choices
 # summed), 1.5x plus 16 tokens is not.
 SLACK_RATIO, SLACK_TOKENS = 1.5, 16
 
 
 def _positive(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return value if type(value) is int and value > 0 else 0  # type(): a bool is not a token count
 
 
 def _request_limit(request: Mapping[str, Any]) -> tuple[int, int, bool]:
-    """(token limit per choice or 0, number of choices, whether reasoning tokens sit outside the limit)."""
-    config = request.get("generationConfig", request.get("generation_config"))
-    if isinstance(config, Mapping):
-        # Gemini: whether thinking counts against maxOutputTokens is not stated for every model, so only the
-        # candidates' tokens are compared, never a false alarm on thoughts.
-        limit = _positive(config.get("maxOutputTokens", config.get("max_output_tokens")))
-        return limit, max(1, _positive(config.get("candidateCount", config.get("candidate_count")))), True
-    options = request.get("options")
-    limit = next((v for v in map(_positive, (request.get(k) for k in _LIMIT_KEYS)) if v), 0)
-    if not limit and isinstance(options, Mapping):
-        limit = _positive(options.get("num_predict"))
-    return limit, max(1, *(_positive(request.get(k)) for k in _CHOICE_KEYS)), False
+    """(token limit per choice or 0, number of choices, whether reasoning tokens sit outside the limit).
+
+    Runs on every request: plain lookups, no generators (this was ~2 us written with them)."""
+    get = request.get
+    limit = (_positive(get("max_completion_tokens")) or _positive(get("max_tokens"))
+             or _positive(get("max_output_tokens")))
+    if not limit:
+        config = get("generationConfig") or get("generation_config")
+        if isinstance(config, Mapping):
+            # Gemini: whether thinking counts against maxOutputTokens is not stated for every model, so only the
+            # candidates' tokens are compared, never a false alarm on thoughts.
+            limit = _positive(config.get("maxOutputTokens")) or _positive(config.get("max_output_tokens"))
+            choices = _positive(config.get("candidateCount")) or _positive(config.get("candidate_count")) or 1
+            return limit, choices, True
+        options = get("options")
+        limit = _positive(options.get("num_predict")) if isinstance(options, Mapping) else 0
+        if not limit:
+            return 0, 1, False
+    return limit, max(_positive(get("n")), _positive(get("best_of")), 1), False
 
 
 def implausible_output(request: Mapping[str, Any], usage: TokenUsage) -> tuple[str, ...]:
     """``output_over_max_tokens`` when the answer reports far more output than the request allowed."""
+    if usage.output_tokens <= SLACK_TOKENS + 1:  # never "far above" any limit: skip reading the request
+        return ()
     limit, choices, outside = _request_limit(request)
     if not limit:
         return ()

@@ -4,6 +4,10 @@ The gateway's stream framing (SSE or NDJSON) hands each *decoded* event to a ``S
 only when its cheap byte test says the event may matter, so the common content chunk costs
 no JSON parse on the hot path. Raw content events are kept (bounded by the response size) and
 decoded only if the stream ends without usage, to estimate the tokens already generated.
+
+Also here, pure and shared by every API: how a relayed stream ended (``stream_end``), the usage to
+record once the answer is out (``settle``: prompt estimate, implausible-output flag), and the event's
+diagnosis fields (``usage_problem``, ``usage_flags``).
 """
 
 from __future__ import annotations

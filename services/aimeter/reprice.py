@@ -27,7 +27,14 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from aimeter.config import GatewayConfig
 from aimeter.pricer.core import PriceBook
-from aimeter.pricer.gpu_periods import SyncPlan, history_config, plan_sync, read_history, sync_gpu_periods
+from aimeter.pricer.gpu_periods import (
+    SyncPlan,
+    history_config,
+    plan_sync,
+    planned_history,
+    read_history,
+    sync_gpu_periods,
+)
 from aimeter.pricer.rerate import COMPARED, Plan, plan_page
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, event_from_row
 from aimeter.report import amount, render
@@ -168,7 +175,7 @@ def run_command(url: str, reader: Callable[[], Client], config: GatewayConfig, b
     if dry_run:
         client = reader()
         plan = plan_sync(client, config, correct_since=since)
-        history = {**read_history(client), **plan.history}
+        history = planned_history(client, plan)
         gpu_note = _gpu_plan_note(plan)
     else:
         client = open_for_writing(url)

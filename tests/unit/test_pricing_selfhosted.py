@@ -7,7 +7,7 @@ import pytest
 
 from aimeter.config import ConfigError, parse_config
 from aimeter.pricer.core import UNPRICED, PriceBook
-from aimeter.pricer.gpu_periods import Period, history_config, plan_backend, values_of
+from aimeter.pricer.gpu_periods import GpuHistory, Period, history_config, normalize, plan_backend, values_of
 from aimeter.pricer.rates import split_exact
 from tests.unit.test_pricing import event
 
@@ -194,7 +194,25 @@ def test_the_history_prices_requests_before_the_declaration_at_the_first_price()
     change = datetime(2026, 12, 6, 19, 41, tzinfo=UTC)
     history = {"ollama": [Period(DECLARED, change, values_of(_gpu("3.60"))),
                           Period(change, None, values_of(_gpu("1.20")))]}
-    backend = history_config(CONFIG, history).backends["ollama"]
+    backend = history_config(CONFIG, GpuHistory(history, {"ollama": DECLARED})).backends["ollama"]
     assert backend.gpu_at(datetime(2020, 1, 1, tzinfo=UTC)).usd_per_hour == Decimal("3.60")
     assert backend.gpu_at(change - timedelta(milliseconds=1)).usd_per_hour == Decimal("3.60")
     assert backend.gpu_at(change).usd_per_hour == Decimal("1.20")
+
+
+def test_a_first_period_after_the_declaration_keeps_its_start():
+    """Only a period starting at the declaration is open for requests before it: a backend declared now with
+    a period from next week has no price for today's requests (unpriced, as the config says)."""
+    start = datetime(2026, 12, 13, tzinfo=UTC)
+    history = GpuHistory({"ollama": [Period(start, None, values_of(_gpu("3.60")))]}, {"ollama": DECLARED})
+    backend = history_config(CONFIG, history).backends["ollama"]
+    assert backend.gpu_at(start - timedelta(days=1)) is None
+    assert backend.gpu_at(start).usd_per_hour == Decimal("3.60")
+
+
+def test_two_replicas_declaring_at_once_converge_on_one_period():
+    v, w = values_of(_gpu("3.60")), values_of(_gpu("1.20"))
+    later = DECLARED + timedelta(seconds=3)
+    assert normalize([Period(later, None, v), Period(DECLARED, None, v)]) == [Period(DECLARED, None, v)]
+    assert normalize([Period(DECLARED, None, v), Period(later, None, w)]) == [Period(DECLARED, later, v),
+                                                                              Period(later, None, w)]

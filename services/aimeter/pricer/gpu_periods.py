@@ -93,13 +93,22 @@ def clip(periods: Iterable[Period], lo: datetime, hi: datetime | None) -> list[P
 
 
 def normalize(periods: Iterable[Period]) -> list[Period]:
-    """Sorted, with touching periods of equal values merged (so an unchanged price never splits a period)."""
+    """Sorted, with touching periods of equal values merged (so an unchanged price never splits a period).
+    Overlaps (two pricer replicas declaring a backend at once each write a period) resolve the same way
+    everywhere: equal values merge into the earlier start; otherwise the later period wins from its start."""
     out: list[Period] = []
     for p in sorted(periods, key=lambda q: q.start):
-        if out and out[-1].end == p.start and out[-1].values == p.values:
-            out[-1] = Period(out[-1].start, p.end, p.values)
-        else:
-            out.append(p)
+        last = out[-1] if out else None
+        if last is not None and (last.end is None or last.end >= p.start):
+            if last.values == p.values:
+                end = None if last.end is None or p.end is None else max(last.end, p.end)
+                out[-1] = Period(last.start, end, p.values)
+                continue
+            if last.end is None or last.end > p.start:
+                out[-1] = Period(last.start, p.start, last.values)
+                if last.start == p.start:
+                    out.pop()
+        out.append(p)
     return out
 
 
@@ -231,39 +240,61 @@ def apply_sync(client: Client, plan: SyncPlan) -> int:
 
 def sync_gpu_periods(client: Client, config: GatewayConfig, now: datetime | None = None,
                      correct_since: datetime | None = None) -> int:
-    """Plan, log what the operator must know, write; returns the number of period rows written."""
+    """Plan, log what the operator must know, write; returns the number of period rows written.
+
+    It then plans once more and writes what that finds: nothing, unless another pricer replica declared the
+    same backend at the same time (two overlapping periods), which the second pass merges into one."""
     plan = plan_sync(client, config, now, correct_since)
     for backend in plan.backends:
         for note in backend.notes:
             (log.warning if backend.pending_since or "changed" in note else log.info)("%s", note)
-    return apply_sync(client, plan)
+    written = apply_sync(client, plan)
+    if written:
+        written += apply_sync(client, plan_sync(client, config, now, correct_since))
+    return written
 
 
-def read_history(client: Client) -> dict[str, list[Period]]:
-    """Every backend's current periods, in order."""
-    stored, _declared, _latest = read_stored(client)
-    return {name: normalize(periods) for name, periods in stored.items()}
+@dataclass(frozen=True)
+class GpuHistory:
+    """Every backend's current periods (in order) and the moment each was first declared."""
+
+    periods: Mapping[str, Sequence[Period]]
+    declared: Mapping[str, datetime]
 
 
-def history_config(config: GatewayConfig, history: Mapping[str, Sequence[Period]]) -> GatewayConfig:
+def read_history(client: Client) -> GpuHistory:
+    stored, declared, _latest = read_stored(client)
+    return GpuHistory({name: normalize(periods) for name, periods in stored.items()}, declared)
+
+
+def planned_history(client: Client, plan: SyncPlan) -> GpuHistory:
+    """The history as it would be once ``plan`` is written (for a dry run, which writes nothing)."""
+    now = read_history(client)
+    return GpuHistory({**now.periods, **plan.history},
+                      {**now.declared, **{b.backend: b.declared for b in plan.backends}})
+
+
+def history_config(config: GatewayConfig, history: GpuHistory) -> GatewayConfig:
     """The config with each self-hosted backend's GPU cost replaced by its stored history, so requests are
-    priced by what the history says for their moment. The first period has an open start: a request served
-    before the declaration was recorded (e.g. spooled before the pricer's first start) is priced at the first
-    declared price, though no GPU hour before the declaration is ever billed."""
+    priced by what the history says for their moment. A first period that starts at the declaration has an
+    open start: a request served before the declaration was recorded (e.g. spooled before the pricer's first
+    start) is priced at the first declared price, though no GPU hour before the declaration is ever billed."""
     backends = {}
     for name, backend in config.backends.items():
-        periods = list(history.get(name, ()))
+        periods = list(history.periods.get(name, ()))
         if not backend.gpu_periods or not periods:
             backends[name] = backend
             continue
-        gpus = [_as_gpu(p, backend.gpu_periods, first=i == 0) for i, p in enumerate(periods)]
+        declared = history.declared.get(name, periods[0].start)
+        gpus = [_as_gpu(p, backend.gpu_periods, open_start=i == 0 and p.start <= declared)
+                for i, p in enumerate(periods)]
         backends[name] = backend.model_copy(update={"gpu": gpus})
     return config.model_copy(update={"backends": backends})
 
 
-def _as_gpu(period: Period, declared: Sequence[GpuCost], *, first: bool) -> GpuCost:
+def _as_gpu(period: Period, declared: Sequence[GpuCost], *, open_start: bool) -> GpuCost:
     same = next((g for g in declared if values_of(g) == period.values), None)
-    start = None if first else period.start
+    start = None if open_start else period.start
     if same is not None:
         return same.model_copy(update={"effective_from": start, "effective_to": period.end})
     gpu_type, count, usd, tokens, parallel = period.values

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     spool_full_policy: Literal["open", "closed"] = Field(
         "open", description="open: keep serving and count events that could not be kept; closed: answer 503, "
                             "before forwarding, while the journal has no room for the next event.")
+    demo_upstream_port: int = Field(8090, ge=1, le=65535, description="`aimeter up --demo`: the fake upstream's port.")
     pricer_group: str = "aimeter-pricer"
     fault_insert_fail_file: Path | None = Field(
         None, description="Tests only: while this file exists, the pricer's ClickHouse inserts fail.")

@@ -165,3 +165,18 @@ def test_append_cost_per_event(tmp_path: Path, n: int) -> None:
     per_event_us = (time.process_time() - start) / n * 1e6
     print(f"journal append: {per_event_us:.2f} us CPU per 1 KB event")
     assert per_event_us < 20  # generous for a shared CI box; the benchmark reports the real figure
+
+
+def test_a_due_roll_without_a_prepared_segment_keeps_the_current_one(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = Journal(tmp_path, segment_bytes=64 * 1024, roll_after_s=0.0)
+    journal.open()
+    journal.append(event(1))
+
+    def no_space(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    journal.prepare()  # the roll is due, but no next segment can be allocated
+    assert journal.append(event(2)), "the current segment still has room"
+    assert not journal.closed

@@ -150,6 +150,8 @@ class Journal:
     def _switch(self) -> None:
         """Close the current segment (trimmed to what was written) and continue in the prepared one."""
         self._roll = False
+        if self._fd >= 0 and self._next is None:
+            return  # nothing prepared (disk full): keep filling this one while it has room
         if self._fd >= 0 and self._offset == 0:
             self._opened_at = time.monotonic()  # an empty segment simply goes on
             return

@@ -43,7 +43,7 @@ class PublisherStats:
     emitted: int = 0
     spooled: int = 0
     replayed: int = 0
-    held: int = 0  # the spool could not take a refused event: handed back to librdkafka, kept in memory
+    held: int = 0  # times the spool could not take a refused event and it went back into librdkafka's memory
     dropped: int = 0  # given up: neither the spool nor librdkafka's queue could take it
 
 
@@ -170,9 +170,7 @@ class KafkaPublisher:
             return
         payload = msg.value() or b""
         if self.spool.append(payload):
-            self.stats.spooled += 1
-            self._spool_state.update(False, f"spool {self.spool.path} takes events again; "
-                                            f"{self.stats.held} held in memory so far")
+            self.stats.spooled += 1  # (the failing state ends in _report_states, not on one lucky append)
             return
         self._hold(payload, msg, f"delivery failed: {err}")
 
@@ -262,8 +260,8 @@ class KafkaPublisher:
     def _report_states(self) -> None:
         if self._spool_state.since is not None and time.monotonic() > self._held_at + self.settle_s:
             # Every event held in memory had a full delivery timeout since without failing again: delivered.
-            self._spool_state.update(False, f"no refused event needed the spool since; {self.stats.held} were "
-                                            "held in memory meanwhile and delivered")
+            self._spool_state.update(False, f"no refused event was handed back to memory for a whole delivery "
+                                            f"timeout; {self.stats.held} hand-backs so far, all delivered")
         journal = self.journal
         full = not journal.can_keep()
         policy = "answering 503 before forwarding (policy closed)" if self.fail_closed else \

@@ -18,6 +18,7 @@ import pytest
 import uvloop
 
 from aimeter.gateway.server import Server, StartupError
+from aimeter.gateway.server_conn import Limits
 
 Scope = dict[str, Any]
 
@@ -389,7 +390,7 @@ def test_graceful_shutdown_lets_the_in_flight_request_finish() -> None:
 
 
 def test_idle_keep_alive_and_stalled_heads_time_out() -> None:
-    with serving(App(), keep_alive_s=0.2) as (_, port):
+    with serving(App(), keep_alive_s=0.2, limits=Limits(head_s=0.3)) as (_, port):
         with connect(port) as sock:
             sock.sendall(POST)
             assert read_response(sock, bytearray())[2] == b"hello"
@@ -401,6 +402,7 @@ def test_idle_keep_alive_and_stalled_heads_time_out() -> None:
             assert 0.1 < time.monotonic() - started < 1.0
         with connect(port) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nhost:")
+            assert read_response(sock, bytearray())[0] == 408  # the head deadline (Limits.head_s)
             assert closed(sock)
 
 

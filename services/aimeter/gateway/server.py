@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from aimeter.gateway.server_conn import ASGI_VERSION, App, Connection, Shared
+from aimeter.gateway.server_conn import ASGI_VERSION, App, Connection, Limits, Shared
 
 log = logging.getLogger("aimeter.gateway.server")
 
@@ -98,8 +98,10 @@ class Server:
     """Serves ``app`` until ``stop()`` (or SIGTERM/SIGINT when ``install_signals``), then drains and returns."""
 
     def __init__(self, app: App, host: str, port: int, *, keep_alive_s: float = 30.0, graceful_s: float = 30.0,
-                 install_signals: bool = True, on_started: Callable[[], None] | None = None) -> None:
+                 install_signals: bool = True, on_started: Callable[[], None] | None = None,
+                 limits: Limits | None = None) -> None:
         self.app, self.host, self.port = app, host, port
+        self.limits = limits or Limits()
         self.keep_alive_s, self.graceful_s = keep_alive_s, graceful_s
         self.install_signals, self.on_started = install_signals, on_started
         self.sockets: list[socket.socket] = []
@@ -126,7 +128,7 @@ class Server:
         self._stop = asyncio.Event()
         lifespan = Lifespan(self.app)
         await lifespan.startup()  # raises StartupError
-        shared = Shared(self.app, loop, self.keep_alive_s)
+        shared = Shared(self.app, loop, self.keep_alive_s, self.limits)
         try:
             sock = bind(self.host, self.port)
         except OSError:

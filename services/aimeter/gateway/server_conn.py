@@ -35,24 +35,42 @@ class HeadTooLargeError(Exception):
     """Raised inside a parser callback to stop parsing; answered with 431."""
 
 
+class Limits:
+    """The server's own limits on what a client may hold: they are the server's, a client cannot raise them.
+
+    ``head_s``: a request head must be complete this long after its first byte (a new connection: after it
+    opened); ``body_s``: a request body must be complete this long after its head; ``per_peer``: open
+    connections one client address may hold (0: no cap). Each is checked where it changes (a connection
+    opens, a read leaves a request incomplete), never per request on the common path.
+    """
+
+    __slots__ = ("body_s", "head_s", "per_peer")
+
+    def __init__(self, head_s: float = 10.0, body_s: float = 60.0, per_peer: int = 1024) -> None:
+        self.head_s, self.body_s, self.per_peer = head_s, body_s, per_peer
+
+
 class Shared:
     """What every connection of one server shares: the app, settings, and the live connections and tasks."""
 
-    __slots__ = ("app", "connections", "keep_alive_s", "loop", "stopping", "tasks")
+    __slots__ = ("app", "connections", "keep_alive_s", "limits", "loop", "peers", "stopping", "tasks")
 
-    def __init__(self, app: App, loop: asyncio.AbstractEventLoop, keep_alive_s: float) -> None:
+    def __init__(self, app: App, loop: asyncio.AbstractEventLoop, keep_alive_s: float,
+                 limits: Limits | None = None) -> None:
         self.app, self.loop, self.keep_alive_s = app, loop, keep_alive_s
+        self.limits = limits or Limits()
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.peers: dict[str, int] = {}  # open connections per client address, while a cap is set
         self.stopping = False
 
 
 class Connection(asyncio.Protocol):
     """Parses requests in order and serves them one at a time; pipelined ones wait in ``queue``."""
 
-    __slots__ = ("active", "client", "closed", "drain_waiter", "error", "expect", "head_bytes", "headers",
-                 "idle_since", "in_head", "lingering", "loop", "parser", "parsing", "queue", "read_paused", "server",
-                 "shared", "timer", "transport", "upgraded", "url", "write_paused")
+    __slots__ = ("active", "client", "closed", "deadline", "drain_waiter", "error", "expect", "head_bytes", "headers",
+                 "idle_since", "in_head", "lingering", "loop", "parser", "parsing", "peer", "queue", "read_paused",
+                 "server", "shared", "timer", "transport", "upgraded", "url", "watched", "write_paused")
 
     def __init__(self, shared: Shared) -> None:
         self.shared, self.loop = shared, shared.loop
@@ -72,19 +90,49 @@ class Connection(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
+        self.deadline = 0.0  # when the head or body under way must be complete (see _watch)
+        self.watched: Cycle | None = None  # the request whose body ``deadline`` is for
+        self.peer: str | None = None  # counted in shared.peers (None: no cap, or refused)
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # TCP_NODELAY: uvloop and asyncio set it already
         self.client = _addr(transport.get_extra_info("peername"))
         self.server = _addr(transport.get_extra_info("sockname"))
-        self.shared.connections.add(self)
-        self.idle_since = self.loop.time()
-        self.timer = self.loop.call_later(self.shared.keep_alive_s, self._on_timer)
+        shared = self.shared
+        limits = shared.limits
+        if limits.per_peer and not self._admit(shared, limits.per_peer):
+            return
+        shared.connections.add(self)
+        # A new connection gets head_s (not keep_alive_s) for its first request: idle_since is set so that
+        # the idle rule (idle_since + keep_alive_s) falls due at now + head_s.
+        self.idle_since = self.loop.time() + limits.head_s - shared.keep_alive_s
+        self.timer = self.loop.call_later(limits.head_s, self._on_timer)
+
+    def _admit(self, shared: Shared, cap: int) -> bool:
+        """Count this connection against its client address; the one over the cap is answered 503 and closed."""
+        peer = self.client[0] if self.client is not None else ""
+        held = shared.peers.get(peer, 0)
+        if held >= cap:
+            log.info("refusing a connection from %s: it holds %d open connections already (the cap)", peer, held)
+            self.error = plain_response(503, b"Too many open connections from your address; close some and retry.")
+            self.transport.write(self.error)
+            self.transport.close()
+            return False
+        shared.peers[peer] = held + 1
+        self.peer = peer
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.shared.connections.discard(self)
+        if self.peer is not None:
+            peers, peer = self.shared.peers, self.peer
+            self.peer = None
+            if peers.get(peer, 0) > 1:
+                peers[peer] -= 1
+            else:
+                peers.pop(peer, None)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -117,11 +165,8 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             self.refuse(400, b"Invalid HTTP request received.")
         else:
-            # A head spread over several reads: httptools buffers a header until it ends, so count here too.
-            if was_in_head and self.in_head:
-                self.head_bytes += len(data)
-                if self.head_bytes > MAX_HEAD_BYTES:
-                    self.refuse(431, b"Request Header Fields Too Large")
+            if self.in_head or self.parsing is not None:  # this read left a request incomplete: rare
+                self._incomplete(was_in_head, len(data))
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -257,7 +302,17 @@ class Connection(asyncio.Protocol):
             return
         self.lingering, self.idle_since = True, self.loop.time()
         self.transport.write_eof()
-        self.maybe_resume_reading()  # closed by on_message_complete, or by the idle timer
+        self.maybe_resume_reading()  # closed by on_message_complete, or by the timer: see _linger_s
+        due = self.idle_since + self._linger_s()
+        if self.timer is None or self.timer.when() > due:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_later(due - self.idle_since, self._on_timer)
+
+    def _linger_s(self) -> float:
+        """How long an answered request's unread body may keep its connection (a client answered 401 or 429
+        that never sends the body it declared must not hold the connection for a whole keep-alive)."""
+        return min(self.shared.keep_alive_s, self.shared.limits.body_s)
 
     def _send_error(self) -> None:
         assert self.error is not None
@@ -277,23 +332,68 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _on_timer(self) -> None:
-        """One timer per connection, re-armed lazily (not per request): closes it once idle for keep_alive_s.
+    def _incomplete(self, was_in_head: bool, size: int) -> None:
+        """A read ended inside a head or a body: count the head's bytes, start the head's or body's deadline
+        (once each), and make sure the connection's timer fires by then. Requests that arrive in one read
+        never get here."""
+        limits, now = self.shared.limits, self.loop.time()
+        if self.in_head:
+            if was_in_head:
+                # A head spread over several reads: httptools buffers a header until it ends, so count here too.
+                self.head_bytes += size
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    self.refuse(431, b"Request Header Fields Too Large")
+                return  # its deadline runs already
+            self.deadline = now + limits.head_s
+        elif self.parsing is self.watched:
+            return
+        else:
+            self.watched = self.parsing
+            self.deadline = now + limits.body_s
+        timer = self.timer
+        if timer is None or timer.when() > self.deadline:
+            if timer is not None:
+                timer.cancel()
+            self.timer = self.loop.call_later(self.deadline - now, self._on_timer)
 
-        A client that sends half a head and stalls counts as idle, so it is dropped too.
-        """
+    def _on_timer(self) -> None:
+        """One timer per connection, re-armed lazily (not per request). It closes a connection idle for
+        keep_alive_s (a new one: head_s), and answers 408 to a head or body not complete by its deadline."""
         self.timer = None
         if self.closed:
             return
-        timeout = self.shared.keep_alive_s
-        if (self.active is not None or self.parsing is not None) and not self.lingering:
-            self.timer = self.loop.call_later(timeout, self._on_timer)
-            return
-        remaining = self.idle_since + timeout - self.loop.time()
-        if remaining > 0:
-            self.timer = self.loop.call_later(remaining, self._on_timer)
+        now = self.loop.time()
+        if self.lingering:
+            due = self.idle_since + self._linger_s()
+        elif self.in_head or (self.parsing is not None and self.parsing is self.watched):
+            due = self.deadline
+            if due <= now:
+                if self.in_head or not self.read_paused:
+                    self._timed_out()
+                    return
+                # We stopped reading (a pipelined request waits its turn): the client is not late.
+                self.deadline = due = now + self.shared.limits.body_s
+        elif self.active is not None or self.parsing is not None:
+            due = now + self.shared.keep_alive_s
+        else:
+            due = self.idle_since + self.shared.keep_alive_s
+        if due > now:
+            self.timer = self.loop.call_later(due - now, self._on_timer)
             return
         self.transport.close()
+
+    def _timed_out(self) -> None:
+        if not self.in_head and self.parsing is not None and self.parsing.complete:
+            self.transport.close()  # answered already (401, 429, 413 before the body came): no second answer
+            return
+        part = "head" if self.in_head else "body"
+        limit = self.shared.limits.head_s if self.in_head else self.shared.limits.body_s
+        log.info("answering 408 to %s: request %s not complete within %g s", _peer(self.client), part, limit)
+        self.refuse(408, b"Request Timeout: the request %s did not arrive within %g s" % (part.encode(), limit))
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client is not None else "a client"
 
 
 def _addr(info: Any) -> tuple[str, int] | None:

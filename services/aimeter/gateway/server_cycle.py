@@ -70,7 +70,15 @@ class Cycle:
         self._wake()
 
     def disconnect(self) -> None:
+        """The client is gone (or its request was refused mid-body). An app that has read the whole body,
+        sent nothing yet and is not waiting in ``receive()`` waits on something else, e.g. its upstream's
+        answer: nobody is left to take that answer, so the app is cancelled, and what it holds (an upstream
+        connection, a pool slot) is released now rather than when the upstream finishes. The app records
+        what happened in its own ``finally``. A streaming app keeps a ``receive()`` waiting and is told."""
         self.disconnected = True
+        task = self.task
+        if self.waiter is None and self.sent_all and not self.started and task is not None and not task.done():
+            task.cancel()
         self._wake()
 
     def _wake(self) -> None:
@@ -216,6 +224,10 @@ class Cycle:
                     log.error("ASGI app returned without completing the response to %s %s",
                               self.scope["method"], self.scope["path"])
                 self._abandon()
+        except asyncio.CancelledError:
+            if not self.disconnected:
+                raise  # not ours (server shutdown): let the task end cancelled
+            self._abandon()
         except Exception:
             log.exception("exception in the ASGI app serving %s %s", self.scope["method"], self.scope["path"])
             self._abandon()

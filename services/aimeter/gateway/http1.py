@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httptools
 
 HIGH_WATER = 256 * 1024  # body bytes held for a lagging reader before we stop reading the socket
+MAX_BODY = 64 * 1024 * 1024  # default cap on a whole answer held, and on the bytes a gzip/deflate body inflates to
 _DECODED = {b"gzip", b"x-gzip", b"deflate"}
 
 
@@ -34,6 +35,10 @@ class UpstreamTimeoutError(UpstreamError, TimeoutError):
     """No connection, no free pool slot, or no next byte within the configured time."""
 
 
+class UpstreamTooLargeError(UpstreamError):
+    """The answer (held whole, or inflated from gzip/deflate) grew past the pool's ``max_body``."""
+
+
 class StaleConnectionError(UpstreamError):
     """A reused keep-alive connection was closed before any byte of the answer arrived."""
 
@@ -42,6 +47,7 @@ class Owner(Protocol):
     """What a connection needs from its pool."""
 
     read_timeout: float
+    max_body: int
 
     def release(self, conn: Connection) -> None: ...
 
@@ -89,13 +95,15 @@ def request_head(method: str, target: str, origin: Origin, headers: Mapping[str,
 class Response:
     """Status and headers (names lower-cased) of an answer; the body is read whole or chunk by chunk."""
 
-    __slots__ = ("_buffered", "_chunks", "_conn", "_decoder", "_done", "_error", "_paused", "_waiter", "_whole",
-                 "headers", "status")
+    __slots__ = ("_buffered", "_chunks", "_conn", "_decoded", "_decoder", "_done", "_error", "_limit", "_paused",
+                 "_waiter", "_whole", "headers", "status")
 
-    def __init__(self, conn: Connection, status: int, headers: list[tuple[bytes, bytes]], decoder: Any) -> None:
+    def __init__(self, conn: Connection, status: int, headers: list[tuple[bytes, bytes]], decoder: Any,
+                 limit: int = MAX_BODY) -> None:
         self.status, self.headers, self._conn, self._decoder = status, headers, conn, decoder
+        self._limit = limit  # most bytes held by read(), and most bytes a compressed body may inflate to
         self._chunks: list[bytes] = []
-        self._buffered = 0
+        self._buffered = self._decoded = 0
         self._done = self._paused = self._whole = False
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -150,20 +158,40 @@ class Response:
 
     def _feed(self, data: bytes) -> None:
         if self._decoder is not None:
-            data = self._decoder.decompress(data)
+            # Never more than the cap out of one call, whatever the ratio (a 261 KB gzip bomb inflated to 1.4 GB).
+            room = self._limit - self._decoded
+            data = self._decoder.decompress(data, room + 1)
+            self._decoded += len(data)
+            if len(data) > room:
+                self._too_large(f"the upstream's compressed answer inflates past {self._limit} bytes")
+                return
         if data:
             self._chunks.append(data)
             self._buffered += len(data)
-            if self._buffered > HIGH_WATER and not (self._whole or self._paused):
-                self._paused = True
-                self._conn.pause()
+            if self._buffered > HIGH_WATER:  # checks only past the high-water mark: small answers pay nothing
+                if not self._whole:
+                    if not self._paused:
+                        self._paused = True
+                        self._conn.pause()
+                elif self._buffered > self._limit:
+                    self._too_large(f"the upstream's answer is longer than {self._limit} bytes")
+                    return
             self._wake()
+
+    def _too_large(self, message: str) -> None:
+        self._chunks, self._buffered = [], 0
+        self._conn._fail(UpstreamTooLargeError(message))
+        self._conn.abort()
 
     def _finish(self, error: UpstreamError | None = None) -> None:
         if self._done:
             return
         if error is None and self._decoder is not None and (tail := self._decoder.flush()):
-            self._chunks.append(tail)
+            self._decoded += len(tail)
+            if self._decoded > self._limit:
+                error = UpstreamTooLargeError(f"the upstream's compressed answer inflates past {self._limit} bytes")
+            else:
+                self._chunks.append(tail)
         self._done, self._error = True, error
         self._resume()  # the last bytes may have paused a connection that is about to be reused
         self._wake()
@@ -234,7 +262,7 @@ class Connection(asyncio.Protocol):
             self.headers, self.framed, self.encoding, self.interim = [], False, b"", True
             return
         decoder = zlib.decompressobj(47) if self.encoding else None  # 47: gzip or zlib header, auto-detected
-        self.response = Response(self, status, self.headers, decoder)
+        self.response = Response(self, status, self.headers, decoder, self.pool.max_body)
         self.headers, self.encoding = [], b""
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Mapping
 
 from aimeter.gateway.http1 import (
+    MAX_BODY,
     Connection,
     Origin,
     Response,
@@ -39,10 +40,12 @@ class Pool:
     """Keep-alive connections per origin, at most ``max_per_origin`` open; callers beyond it wait for one."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, connect_timeout: float = 10.0,
-                 read_timeout: float = 600.0, max_per_origin: int = 1024, idle_ttl: float = 15.0) -> None:
+                 read_timeout: float = 600.0, max_per_origin: int = 1024, idle_ttl: float = 15.0,
+                 max_body: int = MAX_BODY) -> None:
         self.ssl_context = ssl_context or ssl.create_default_context()
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.max_per_origin, self.idle_ttl = max_per_origin, idle_ttl
+        self.max_body = max_body  # see http1.Response: a whole answer held, or a compressed one inflated
         self._hosts: dict[Origin, _Host] = {}
         self._closed = False
 

@@ -23,6 +23,10 @@ _SSE_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _NULL_USAGE = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
 _USAGE_KEY, _COMPACT_NULL_USAGE = b'"usage"', b',"usage":null'
 MAX_KEPT_BYTES = 8 * 1024 * 1024  # content kept for estimating a cancelled stream, per request
+# A partial event up to this size is re-joined with each new read, as before (one small copy per read);
+# a longer one is collected in a list until its end arrives, so an event of n bytes costs O(n), not O(n^2).
+SHORT_EVENT_BYTES = 64 * 1024
+MAX_EVENT_BYTES = 64 * 1024 * 1024  # default cap on one event; past it the event is passed on unscanned
 
 
 def _sse_fields(event: bytes) -> tuple[str, bytes | None]:
@@ -52,11 +56,16 @@ def _strip_null_usage(event: bytes) -> bytes:
 class StreamScanner:
     """Feed raw upstream bytes; get back the bytes to forward. ``ndjson=True`` for Ollama's line stream."""
 
-    def __init__(self, reader: StreamUsage, *, ndjson: bool = False, strip_injected_usage: bool = False) -> None:
+    def __init__(self, reader: StreamUsage, *, ndjson: bool = False, strip_injected_usage: bool = False,
+                 max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self.reader = reader
         self.ndjson = ndjson
         self.strip = strip_injected_usage
+        self.max_event = max_event_bytes
         self._buffer = b""
+        self._long: list[bytes] = []  # a pending event longer than SHORT_EVENT_BYTES, in pieces
+        self._long_bytes = 0
+        self._skip_tail: bytes | None = None  # passing an over-long event through: the last bytes seen of it
         self._kept: list[bytes] = []
         self._kept_bytes = 0
         self.saw_done = False
@@ -69,6 +78,8 @@ class StreamScanner:
 
     def feed(self, chunk: bytes) -> bytes:
         """Consume a chunk; return what to forward now (everything, unless stripping holds a partial event)."""
+        if self._long or self._skip_tail is not None:  # rare: an event longer than SHORT_EVENT_BYTES is under way
+            return self._feed_long(chunk)
         buffer = self._buffer + chunk if self._buffer else chunk
         out: list[bytes] = []
         start = 0
@@ -87,12 +98,57 @@ class StreamScanner:
                 break
             out.append(self._on_event(buffer[start:end]))
             start = end
-        self._buffer = buffer[start:] if start else buffer
+        self._buffer = rest = buffer[start:] if start else buffer
+        if len(rest) > SHORT_EVENT_BYTES:
+            self._buffer, self._long, self._long_bytes = b"", [rest], len(rest)
         return b"".join(out) if self.strip else chunk
+
+    def _ends_event(self, tail: bytes, chunk: bytes) -> int:
+        """Where in ``chunk`` the first event terminator ends, counting one that starts in ``tail``; -1: none."""
+        probe = tail + chunk[:3]  # a terminator split across two reads
+        for text in (probe, chunk):
+            if self.ndjson:
+                end = text.find(b"\n")
+                end = end + 1 if end >= 0 else -1
+            else:
+                match = _SSE_END.search(text)
+                end = match.end() if match else -1
+            if end > 0 and (text is chunk or end > len(tail)):
+                return end - len(tail) if text is probe else end
+        return -1
+
+    def _feed_long(self, chunk: bytes) -> bytes:
+        """Collect a long event without re-copying it, or pass an over-long one through, until its end."""
+        if self._skip_tail is not None:
+            end = self._ends_event(self._skip_tail, chunk)
+            if end < 0:
+                self._skip_tail = (self._skip_tail + chunk)[-3:]
+                return chunk
+            self._skip_tail = None
+            rest = self.feed(chunk[end:])
+            return chunk[:end] + rest if self.strip else chunk
+        if self._ends_event(self._long[-1][-3:], chunk) >= 0:  # its end is here: join once, scan as usual
+            self._buffer = b"".join(self._long)
+            self._long, self._long_bytes = [], 0
+            return self.feed(chunk)
+        self._long.append(chunk)
+        self._long_bytes += len(chunk)
+        if self._long_bytes <= self.max_event:
+            return b"" if self.strip else chunk
+        # Too long to hold: pass it on unscanned (held bytes too) and pick up again after its end.
+        held, self._long, self._long_bytes = self._long, [], 0
+        self._skip_tail = held[-1][-3:]
+        self.problem = self.problem or f"a stream event longer than {self.max_event} bytes was passed on unscanned"
+        return b"".join(held) if self.strip else chunk
 
     def finish(self) -> bytes:
         """End of stream: a trailing event without its terminator is still scanned (and forwarded if held)."""
+        if self._long:
+            self._buffer, self._long, self._long_bytes = b"".join(self._long), [], 0
         rest, self._buffer = self._buffer, b""
+        if self._skip_tail is not None:
+            self._skip_tail = None
+            return b""  # the unfinished over-long event was forwarded as it came
         if not rest.strip():
             return rest if self.strip else b""
         self.problem = self.problem or "stream ended inside an event"

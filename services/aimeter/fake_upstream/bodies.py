@@ -135,19 +135,30 @@ def _last_text(prompts: list[Any]) -> str:
     return next((p for p in reversed(prompts) if isinstance(p, str)), "")
 
 
+# What a pydantic-validating server (vLLM, SGLang) reads as true for ``"stream"``: 1 and "true" stream there.
+_LAX_TRUE = frozenset({1, "1", "on", "t", "true", "y", "yes"})
+
+
+def _streams(value: Any) -> bool:
+    """``"stream"`` as vLLM and SGLang read it (pydantic's lax bool), so ``"stream": 1`` streams as it does there."""
+    if isinstance(value, str):
+        return value.lower() in _LAX_TRUE
+    return value is True or (type(value) is int and value == 1)
+
+
 def read_chat(body: dict[str, Any], _call: Call | None = None) -> Request:
     """POST /v1/chat/completions."""
     model, messages = _model(body), _messages(body)
     limit = token_limit(body, "max_completion_tokens", "max_tokens")
     return Request(model, count_prompt_tokens(messages), message_text(messages[-1]), limit,
-                   body.get("stream") is True, _style(body))
+                   _streams(body.get("stream")), _style(body))
 
 
 def read_completions(body: dict[str, Any], _call: Call | None = None) -> Request:
     """POST /v1/completions (legacy): ``prompt`` is a string, strings, or token ids."""
     model, prompts = _model(body), _prompts(body.get("prompt"), "prompt")
     return Request(model, _prompt_size(prompts), _last_text(prompts), token_limit(body, "max_tokens"),
-                   body.get("stream") is True, _style(body))
+                   _streams(body.get("stream")), _style(body))
 
 
 def read_embeddings(body: dict[str, Any], _call: Call | None = None) -> Request:

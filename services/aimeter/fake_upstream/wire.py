@@ -20,6 +20,7 @@ from aiohttp import web
 
 from aimeter.fake_upstream.bodies import Call, Request, RequestError, load_json
 from aimeter.fake_upstream.common import JsonDict, StreamParts
+from aimeter.fake_upstream.hostile import hostile_answer, requested_attack
 from aimeter.fake_upstream.malformed import malformed_body
 from aimeter.fake_upstream.plan import Plan, plan_for
 
@@ -80,7 +81,8 @@ def handler(api: Api) -> Handler:
         headers = {api.request_id_header: request_id}
         call = Call({**request.match_info, "method": request.path.rpartition(":")[2]}, request.query)
         try:
-            body = load_json(await request.read())
+            raw = await request.read()
+            body = load_json(raw)
             plan = plan_for(api.read(body, call), request.app[LATENCY_MS_KEY])
         except RequestError as err:
             return json_response(400, api.bad_request(err, request_id), headers)
@@ -93,6 +95,8 @@ def handler(api: Api) -> Handler:
         else:
             now = time.time()
         answer = Answer(plan, token, now, body, call)
+        if (attack := requested_attack(raw)) is not None:
+            return await hostile_answer(request, attack, api.whole(answer), headers)
         if plan.stream:
             content_type = api.stream_type(answer) if api.stream_type else SSE_TYPE
             return await send_stream(request, plan, api.stream(answer), content_type, headers)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -19,16 +19,18 @@ from urllib.parse import parse_qs
 import orjson
 
 from aimeter.config import Backend, GatewayConfig, ModelRoute, resolve_credential
-from aimeter.events import Attribution
+from aimeter.events import Attribution, Status, UsageSource
 from aimeter.events.ids import new_event_id
-from aimeter.gateway.apis import Match, match_route
+from aimeter.gateway.apis import GEMINI, Match, match_route
 from aimeter.gateway.attribution import AttributionError, attribution_for
 from aimeter.gateway.errors import openai_error
 from aimeter.gateway.event_json import encode_usage_event
+from aimeter.gateway.http1 import MAX_BODY
 from aimeter.gateway.keys import KeyFile, KeyRecord, verify
 from aimeter.gateway.proxy import Call, Forwarder, Outcome, Receive, Send, now, prepare_body, send_json
 from aimeter.gateway.streams import settle, usage_flags, usage_problem
 from aimeter.gateway.upstream import upstream_headers, upstream_target
+from aimeter.gateway.usage import Extracted
 
 log = logging.getLogger(__name__)
 MAX_TIER_LEN = 128  # an event label's bound: a longer value is not a tier
@@ -45,6 +47,10 @@ class EventSink(Protocol):
 
 class BodyTooLargeError(Exception):
     pass
+
+
+class ClientGoneError(Exception):
+    """The client hung up (or was timed out) before its request body was complete: nobody to answer."""
 
 
 class Rejected(Exception):  # noqa: N818 - a control-flow signal, not an error of ours
@@ -71,7 +77,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ConnectionResetError("client went away before sending the body")
+            raise ClientGoneError(f"client went away after {size} bytes of its request body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -86,7 +92,7 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
 
 
 def presented_key(headers: dict[str, str], query: str) -> str:
-    """The gateway key, sent the way each SDK sends its own API key."""
+    """The gateway key, sent the way each SDK sends its own API key (``query``: Gemini routes only)."""
     auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
@@ -109,13 +115,16 @@ def body_user(request: dict[str, Any]) -> str:
 class Gateway:
     def __init__(self, config: GatewayConfig, sink: EventSink, *, gateway_id: str, max_body_bytes: int,
                  upstream_timeout_s: float, keys: KeyFile | None,
-                 credentials: Callable[[Backend], str | None] = resolve_credential) -> None:
+                 credentials: Callable[[Backend], str | None] = resolve_credential,
+                 upstream_max_body_bytes: int = MAX_BODY, max_concurrent_per_key: int = 0) -> None:
         self.config = config
         self.sink = sink
         self.gateway_id = gateway_id
         self.max_body_bytes = max_body_bytes
         self.keys = keys
-        self.forwarder = Forwarder(upstream_timeout_s)
+        self.forwarder = Forwarder(upstream_timeout_s, max_body=upstream_max_body_bytes)
+        self.max_concurrent_per_key = max_concurrent_per_key  # 0: no limit
+        self._in_flight: dict[str, int] = {}  # key id -> requests of that key being served now
         # Credentials are read once at start, from env or secret files; clients never supply them.
         self._credentials = {name: credentials(b) for name, b in config.backends.items()}
         self._reloader: asyncio.Task[None] | None = None
@@ -171,7 +180,10 @@ class Gateway:
                 raise Rejected(405, f"{method} is not allowed on {path}; use POST")
             await self._proxy(match, scope, receive, send)
         except Rejected as exc:
-            await send_json(send, exc.status, match.spec.error(exc.status, exc.message, exc.param))
+            headers = [(b"retry-after", b"1")] if exc.status == 429 else None
+            await send_json(send, exc.status, match.spec.error(exc.status, exc.message, exc.param), headers)
+        except ClientGoneError as exc:  # an everyday event, not a fault: one line, no traceback
+            log.info("%s %s: %s; nothing was sent upstream", method, path, exc)
 
     def _authenticate(self, headers: dict[str, str], query: str) -> KeyRecord | None:
         if self.keys is None:
@@ -224,13 +236,45 @@ class Gateway:
             raise Rejected(503, "usage metering is unavailable (event spool full, fail-closed policy); retry later")
         headers = _headers(scope)
         query = scope.get("query_string", b"").decode("latin-1")
-        key = self._authenticate(headers, query)
+        key = self._authenticate(headers, query if match.spec is GEMINI else "")  # ?key= is Gemini's way only
+        held = self._take_slot(key)
+        try:
+            await self._serve(match, receive, send, headers=headers, query=query, key=key, started=started)
+        finally:
+            if held is not None:
+                self._give_back(held)
+
+    def _take_slot(self, key: KeyRecord | None) -> str | None:
+        """Count a request against its key's concurrency limit (O(1)); the one over it gets 429."""
+        limit = self.max_concurrent_per_key
+        if key is None or not limit:
+            return None
+        in_flight = self._in_flight.get(key.key_id, 0)
+        if in_flight >= limit:
+            raise Rejected(429, f"too many concurrent requests for this gateway key: {in_flight} in flight, the "
+                                f"limit is {limit} (AIMETER_MAX_CONCURRENT_PER_KEY); retry when one has finished")
+        self._in_flight[key.key_id] = in_flight + 1
+        return key.key_id
+
+    def _give_back(self, key_id: str) -> None:
+        left = self._in_flight[key_id] - 1
+        if left:
+            self._in_flight[key_id] = left
+        else:
+            del self._in_flight[key_id]
+
+    async def _serve(self, match: Match, receive: Receive, send: Send, *, headers: dict[str, str], query: str,
+                     key: KeyRecord | None, started: datetime) -> None:
         request = await self._parse(match, headers, receive, key)
         name, backend, route = self._route(match, request.model)
         spec = match.spec
         stream = spec.is_stream(request.json, match.method)
         rewrite = None if spec.model_in_path else route.upstream_model
-        body, injected = prepare_body(request.body, request.json, rewrite, spec.inject_usage)
+        try:
+            body, injected = prepare_body(request.body, request.json, rewrite, spec.inject_usage)
+        except orjson.JSONEncodeError as exc:
+            raise Rejected(400, f"request body cannot be re-encoded for the upstream ({exc}): it nests deeper than "
+                                "the gateway's JSON encoder allows (254 levels)") from None
         event_id = str(new_event_id())
         call = Call(spec, upstream_target(backend, match, route.upstream_model or request.model, query), body,
                     upstream_headers(backend, self._credentials[name], headers), stream, injected, event_id)
@@ -244,12 +288,32 @@ class Gateway:
             else:
                 await send(message)
 
-        outcome = await self.forwarder.forward(call, send_all_but_last, receive)
-        outcome.extracted = settle(outcome.extracted, request.json, stream=stream, http_status=outcome.http_status)
-        self._emit(request, name, backend, outcome, event_id=event_id, started=started, stream=stream,
-                   api=spec.api)
+        # From here the request reaches the upstream, so its event is emitted whatever happens next.
+        outcome = Outcome(marker=(b"x-aimeter-event-id", event_id.encode()), streamed=stream)
+        try:
+            await self.forwarder.forward(call, send_all_but_last, receive, outcome)
+        except asyncio.CancelledError:  # the client left before the upstream answered (see server_cycle)
+            outcome.status, outcome.problem = Status.CLIENT_CANCELLED, "client went away before the answer"
+            raise
+        except Exception as exc:
+            outcome.status, outcome.problem = Status.GATEWAY_ERROR, f"gateway fault while relaying: {exc!r}"[:300]
+            raise
+        finally:
+            self._record(request, name, backend, outcome, event_id=event_id, started=started, api=spec.api)
         for message in last:
             await send(message)
+
+    def _record(self, request: Request, name: str, backend: Backend, outcome: Outcome, *, event_id: str,
+                started: datetime, api: str) -> None:
+        """Complete the outcome's usage and emit the event; runs in a ``finally``, so it never raises."""
+        try:
+            outcome.extracted = settle(outcome.extracted, request.json, stream=outcome.streamed,
+                                       http_status=outcome.http_status)
+        except Exception:  # noqa: BLE001 - e.g. RecursionError on a body nested ~1,000 deep: estimate anyway
+            if outcome.streamed and 200 <= outcome.http_status < 300:
+                outcome.extracted = _estimate_from_size(outcome.extracted, len(request.body))
+        self._emit(request, name, backend, outcome, event_id=event_id, started=started, stream=outcome.streamed,
+                   api=api)
 
     def _emit(self, request: Request, name: str, backend: Backend, outcome: Outcome, *, event_id: str,
               started: datetime, stream: bool, api: str) -> None:
@@ -270,6 +334,15 @@ class Gateway:
             self.sink.publish_encoded(payload, event_id, started, ended)
         except Exception:
             log.exception("could not build or publish the usage event for model %s", request.model)
+
+
+def _estimate_from_size(extracted: Extracted, body_bytes: int) -> Extracted:
+    """Input tokens from the body's size, when its text could not be walked: an over-estimate, never 0."""
+    if extracted.source is UsageSource.REPORTED or extracted.usage.input_tokens:
+        return extracted
+    usage = extracted.usage.model_copy(update={"input_tokens": -(-body_bytes // 4)})
+    problem = "; ".join(p for p in (extracted.problem, "input tokens estimated from the body's size") if p)
+    return replace(extracted, usage=usage, source=UsageSource.ESTIMATED, problem=problem)
 
 
 def upstream_account(backend: Backend, body: dict[str, Any]) -> dict[str, str]:

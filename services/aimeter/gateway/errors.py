@@ -13,6 +13,7 @@ _OPENAI_TYPES = {
     401: ("invalid_request_error", "invalid_api_key"),
     404: ("invalid_request_error", "model_not_found"),
     413: ("invalid_request_error", "request_too_large"),
+    429: ("requests", "rate_limit_exceeded"),  # as OpenAI's own 429 (the SDKs raise RateLimitError on the status)
     502: ("api_error", "bad_gateway"),
     503: ("api_error", "service_unavailable"),
     504: ("api_error", "upstream_timeout"),

@@ -19,7 +19,7 @@ import orjson
 
 from aimeter.events import Status, TokenUsage, UsageSource
 from aimeter.gateway.apis import ApiSpec
-from aimeter.gateway.http1 import Response, UpstreamError
+from aimeter.gateway.http1 import MAX_BODY, Response, UpstreamError, UpstreamTooLargeError
 from aimeter.gateway.http1_pool import Pool
 from aimeter.gateway.sse import StreamScanner
 from aimeter.gateway.streams import stream_end
@@ -36,6 +36,19 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 _DROP_RESPONSE_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"server", b"date",
                           b"set-cookie"}
 CONNECT_TIMEOUT_S = 10.0
+_OWN_PREFIX = b"x-aimeter-"  # our headers: an upstream never gets to set (or spoof) them
+_SSE = b"text/event-stream"
+# What pydantic-validating servers (vLLM, SGLang) take as true for a bool field such as ``stream``.
+_LAX_TRUE = frozenset({1, "1", "on", "t", "true", "y", "yes"})
+
+
+def lax_true(value: Any) -> bool:
+    """Whether a pydantic-validating upstream reads ``value`` as true (``"stream": 1`` or ``"true"`` streams)."""
+    if value is True:
+        return True
+    if isinstance(value, str):
+        return value.lower() in _LAX_TRUE
+    return type(value) is int and value == 1
 
 
 def now() -> datetime:
@@ -52,6 +65,7 @@ class Outcome:
     first_token_at: datetime | None = None
     problem: str = ""
     marker: tuple[bytes, bytes] = (b"x-aimeter-event-id", b"")
+    streamed: bool = False  # relayed as a stream: what the upstream sent back decides, not the request's flag
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,8 @@ class Call:
 
 
 def _response_headers(resp: Response) -> list[tuple[bytes, bytes]]:
-    return [item for item in resp.headers if item[0] not in _DROP_RESPONSE_HEADERS]
+    return [item for item in resp.headers
+            if item[0] not in _DROP_RESPONSE_HEADERS and not item[0].startswith(_OWN_PREFIX)]
 
 
 async def send_json(send: Send, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None,
@@ -83,7 +98,8 @@ def prepare_body(
 ) -> tuple[bytes, bool]:
     """The upstream body, and whether we injected ``include_usage`` (then it is stripped on the way back)."""
     inject = False
-    if inject_usage and request.get("stream") is True:
+    stream = request.get("stream")
+    if inject_usage and (stream is True or (stream is not None and stream is not False and lax_true(stream))):
         options = request.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage") is True):
             request["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
@@ -107,30 +123,38 @@ def parse_whole(spec: ApiSpec, data: bytes) -> Extracted:
 class Forwarder:
     """Shares one upstream connection pool across all requests of a gateway process."""
 
-    def __init__(self, timeout_s: float, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, timeout_s: float, ssl_context: ssl.SSLContext | None = None, *,
+                 max_body: int = MAX_BODY) -> None:
         self.timeout_s = timeout_s
+        self.max_body = max_body  # a whole answer held, a compressed one inflated, one stream event scanned
         self._ssl_context = ssl_context
         self._pool: Pool | None = None
 
     async def start(self) -> None:
-        self._pool = Pool(ssl_context=self._ssl_context, connect_timeout=CONNECT_TIMEOUT_S, read_timeout=self.timeout_s)
+        self._pool = Pool(ssl_context=self._ssl_context, connect_timeout=CONNECT_TIMEOUT_S, read_timeout=self.timeout_s,
+                          max_body=self.max_body)
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
 
-    async def forward(self, call: Call, send: Send, receive: Receive) -> Outcome:
-        """POST upstream and relay the answer; never raises for upstream or client trouble.
+    async def forward(self, call: Call, send: Send, receive: Receive, outcome: Outcome | None = None) -> Outcome:
+        """POST upstream and relay the answer into ``outcome`` (the caller's, so that it keeps what happened
+        even if this raises); never raises for upstream or client trouble.
 
-        The response carries ``x-aimeter-event-id`` so an app can find its own row in ClickHouse.
+        A 200 is relayed as a stream when the request asked for one or the upstream sends ``text/event-stream``
+        anyway (``"stream": 1`` streams on vLLM). The response carries ``x-aimeter-event-id`` so an app can find
+        its own row in ClickHouse.
         """
         assert self._pool is not None, "Forwarder.start() was not awaited"
-        outcome = Outcome(marker=(b"x-aimeter-event-id", call.event_id.encode()))
+        if outcome is None:
+            outcome = Outcome(marker=(b"x-aimeter-event-id", call.event_id.encode()))
         try:
             resp = await self._pool.request(call.url, call.headers, call.body)
             try:
                 outcome.http_status = resp.status
-                if call.stream and resp.status == 200:
+                if resp.status == 200 and (call.stream or _SSE in (resp.header(b"content-type") or b"").lower()):
+                    outcome.streamed = True
                     await self._relay_stream(call, resp, send, receive, outcome)
                 else:
                     await self._relay_whole(call.spec, resp, send, outcome)
@@ -139,6 +163,9 @@ class Forwarder:
         except TimeoutError as exc:  # UpstreamTimeoutError: connect, pool slot, or upstream silence
             message = f"upstream did not answer in time: {exc}"
             await self._fail(call.spec, send, outcome, Status.TIMEOUT, http=504, message=message)
+        except UpstreamTooLargeError as exc:
+            message = f"upstream answer refused: {exc} (the gateway's limit, AIMETER_UPSTREAM_MAX_BODY_BYTES)"
+            await self._fail(call.spec, send, outcome, Status.UPSTREAM_ERROR, http=502, message=message)
         except UpstreamError as exc:
             message = f"upstream unreachable or broken: {exc}"
             await self._fail(call.spec, send, outcome, Status.UPSTREAM_ERROR, http=502, message=message)
@@ -172,14 +199,14 @@ class Forwarder:
         spec = call.spec
         framed = spec.stream_reader is not None and (
             spec.ndjson or b"text/event-stream" in (resp.header(b"content-type") or b"").lower())
-        scanner = StreamScanner(spec.stream_reader(), ndjson=spec.ndjson, strip_injected_usage=call.strip_usage) \
-            if framed and spec.stream_reader is not None else None
+        scanner = StreamScanner(spec.stream_reader(), ndjson=spec.ndjson, strip_injected_usage=call.strip_usage,
+                                max_event_bytes=self.max_body) if framed and spec.stream_reader is not None else None
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": [*_response_headers(resp), outcome.marker]})
         outcome.first_token_at = now()
         whole: list[bytes] = []
         disconnect = asyncio.ensure_future(receive())  # resolves only when the client goes away
-        pump = asyncio.ensure_future(self._pump(resp, send, scanner, whole))
+        pump = asyncio.ensure_future(self._pump(resp, send, scanner, whole, self.max_body))
         try:
             await asyncio.wait({pump, disconnect}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -200,9 +227,14 @@ class Forwarder:
         outcome.problem = "; ".join(p for p in (outcome.problem, reason) if p)  # the scanner's reason is kept too
 
     @staticmethod
-    async def _pump(resp: Response, send: Send, scanner: StreamScanner | None, whole: list[bytes]) -> None:
+    async def _pump(resp: Response, send: Send, scanner: StreamScanner | None, whole: list[bytes],
+                    limit: int) -> None:
+        held = 0
         while chunk := await resp.next_chunk():
             if scanner is None:
+                held += len(chunk)
+                if held > limit:  # kept whole to be parsed at the end, so held to the same cap as a whole answer
+                    raise UpstreamTooLargeError(f"the upstream's unframed stream is longer than {limit} bytes")
                 whole.append(chunk)  # unframed stream (e.g. Gemini's JSON array): parsed once it ends
                 out = chunk
             else:

@@ -19,6 +19,7 @@ from aimeter.gateway.app import Gateway
 from aimeter.gateway.keys import KeyFile
 from aimeter.gateway.publisher import KafkaPublisher
 from aimeter.gateway.server import Server, StartupError
+from aimeter.gateway.server_conn import Limits
 from aimeter.kafka_admin import ensure_topics_in_background
 from aimeter.settings import Settings
 
@@ -59,7 +60,9 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
     publisher.start()
     keys = KeyFile(settings.resolved_keys_file) if settings.auth == "keys" else None
     app = Gateway(config, publisher, gateway_id=settings.gateway_id, max_body_bytes=settings.max_body_bytes,
-                  upstream_timeout_s=settings.upstream_timeout_s, keys=keys)
+                  upstream_timeout_s=settings.upstream_timeout_s, keys=keys,
+                  upstream_max_body_bytes=settings.upstream_max_body_bytes,
+                  max_concurrent_per_key=settings.max_concurrent_per_key)
     auth = f"keys from {settings.resolved_keys_file}" if keys else "NONE (auth=none: team from X-Aimeter-Team)"
     print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}; auth: {auth}; "
           f"server: {settings.gateway_server}", flush=True)
@@ -69,8 +72,10 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
     signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         if settings.gateway_server == "native":
+            limits = Limits(settings.gateway_head_timeout_s, settings.gateway_body_timeout_s,
+                            settings.gateway_max_connections_per_peer)
             server = Server(app, settings.gateway_host, settings.gateway_port, keep_alive_s=30.0,
-                            on_started=_tune_gc)
+                            on_started=_tune_gc, limits=limits)
             try:
                 uvloop.run(server.serve())
             except StartupError as exc:

@@ -55,19 +55,6 @@ class Settings(BaseSettings):
                                 "0: no cap (behind a load balancer all clients share its address).")
     max_concurrent_per_key: int = Field(
         256, ge=0, description="Requests one gateway key may have in flight; more get 429. 0: no limit.")
-    upstream_max_body_bytes: int = Field(
-        64 * 1024 * 1024, ge=64 * 1024,
-        description="Most bytes of one upstream answer held or decompressed (a whole answer, a gzip body, one "
-                    "stream event); beyond it the client gets 502 and the event says why.")
-    gateway_head_timeout_s: float = Field(
-        10.0, gt=0, description="A request head (or a new connection's first one) must arrive within this; else 408.")
-    gateway_body_timeout_s: float = Field(
-        60.0, gt=0, description="A request body must arrive within this of its head; else 408 and close.")
-    gateway_max_connections_per_peer: int = Field(
-        1024, ge=0, description="Open connections one client IP may hold; more are answered 503 and closed. "
-                                "0: no cap (behind a load balancer all clients share its address).")
-    max_concurrent_per_key: int = Field(
-        256, ge=0, description="Requests one gateway key may have in flight; more get 429. 0: no limit.")
     auth: Literal["keys", "none"] = Field(
         "keys", description="keys: every request needs a gateway-issued key; none: local/dev, team from headers.")
     keys_file: Path | None = Field(None, description="Virtual key store; default <data dir>/keys.json.")

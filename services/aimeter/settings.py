@@ -54,7 +54,8 @@ class Settings(BaseSettings):
         1024, ge=0, description="Open connections one client IP may hold; more are answered 503 and closed. "
                                 "0: no cap (behind a load balancer all clients share its address).")
     max_concurrent_per_key: int = Field(
-        256, ge=0, description="Requests one gateway key may have in flight; more get 429. 0: no limit.")
+        512, ge=0, description="Requests one gateway key may have in flight; more get 429. 0: no limit. Half the "
+                               "upstream pool's 1024 connections per origin, so one key never holds all of them.")
     auth: Literal["keys", "none"] = Field(
         "keys", description="keys: every request needs a gateway-issued key; none: local/dev, team from headers.")
     keys_file: Path | None = Field(None, description="Virtual key store; default <data dir>/keys.json.")

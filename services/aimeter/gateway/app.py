@@ -233,7 +233,9 @@ class Gateway:
     async def _proxy(self, match: Match, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         started = now()
         if not self.sink.accepting():
-            raise Rejected(503, "usage metering is unavailable (event spool full, fail-closed policy); retry later")
+            raise Rejected(503, "usage metering is unavailable: no room on the gateway's disk to journal this "
+                                "request's usage event (AIMETER_SPOOL_FULL_POLICY=closed); nothing was forwarded, "
+                                "retry later")
         headers = _headers(scope)
         query = scope.get("query_string", b"").decode("latin-1")
         key = self._authenticate(headers, query if match.spec is GEMINI else "")  # ?key= is Gemini's way only

@@ -106,6 +106,8 @@ class StreamScanner:
     def _ends_event(self, tail: bytes, chunk: bytes) -> int:
         """Where in ``chunk`` the first event terminator ends, counting one that starts in ``tail``; -1: none."""
         probe = tail + chunk[:3]  # a terminator split across two reads
+        if b"\n" not in chunk and b"\r" not in chunk and b"\n" not in probe and b"\r" not in probe:
+            return -1  # the usual case inside a long event: memchr only, no regex
         for text in (probe, chunk):
             if self.ndjson:
                 end = text.find(b"\n")

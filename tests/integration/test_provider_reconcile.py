@@ -34,7 +34,7 @@ import pytest
 
 from aimeter.cli import build_parser
 from aimeter.config import parse_config
-from aimeter.events import UsageEvent
+from aimeter.events import TokenUsage, UsageEvent
 from aimeter.local.kafka import free_port
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.overrides_load import parse_overrides
@@ -60,11 +60,13 @@ backends:
     account: {credential_id: key_recon_anthropic, workspace_id: wrkspc_recon}
 models:
   recon-gpt: {backend: rec-openai}
+  recon-embed: {backend: rec-openai}
   recon-claude: {backend: rec-anthropic}
 """)
 BOOK = PriceBook(CONFIG, parse_overrides("""
 prices:
   - {provider: openai, model: recon-gpt, input: 2, cache_read: 1, output: 8}
+  - {provider: openai, model: recon-embed, input: 1}
   - {provider: anthropic, model: recon-claude, input: 2, cache_read: 1, output: 8}
 """))
 OPENAI_KEY = "sk-admin-recon-test-ZqX9"
@@ -310,8 +312,8 @@ def test_timing_at_a_bucket_edge(metering_store, fake, tmp_path, provider):
 
 
 def test_paging_and_rate_limit_backoff(fake):
-    # 8 days of hourly buckets = 192 buckets: OpenAI pages at 168 per page -> 2 usage pages, 1 cost page.
-    # Two 429s first (retry-after: 0): 5 requests in all, and 2 sleeps of 0 s.
+    # 8 days of hourly buckets = 192 buckets: OpenAI pages at 168 per page -> 2 completions pages, 2 embeddings
+    # pages, 1 cost page. Two 429s first (retry-after: 0): 7 requests in all, and 2 sleeps of 0 s.
     day = datetime(2031, 4, 1, tzinfo=UTC)
     last = day + timedelta(days=7, hours=23)
     seed_fake(fake, {"openai": {"admin_key": OPENAI_KEY,
@@ -322,7 +324,7 @@ def test_paging_and_rate_limit_backoff(fake):
     client = AdminClient("openai", fake, {"Authorization": f"Bearer {OPENAI_KEY}"}, OPENAI_KEY, sleep=sleeps.append)
     usage, costs = provider_cli.pull("openai", client, provider_cli.Window(day, day + timedelta(days=8), "1h"),
                                      scoped=False)
-    assert (client.requests, sleeps) == (5, [0.0, 0.0])
+    assert (client.requests, sleeps) == (7, [0.0, 0.0])
     assert sorted((k.bucket_start, f.input_tokens) for k, f in usage.rows.items()) == [(day, 10), (last, 20)]
     assert costs.rows == {}
 
@@ -388,3 +390,24 @@ def test_the_ledger_groups_by_the_project_its_events_recorded(metering_store, fa
     rows = stored(metering_store, provider, day)
     assert {(k, r["scope"], r["classification"]) for k, r in rows.items()} == {
         (("usage", "00"), SCOPE[provider], "match"), (("cost", "00"), SCOPE[provider], "match")}
+
+
+def test_openai_embeddings_come_from_their_own_usage_report(metering_store, fake, tmp_path):
+    # Two embedding requests of 500 input tokens through the gateway, at $1 per 1M: 1,000 tokens, $0.001.
+    # OpenAI reports them in /usage/embeddings, not /usage/completions; without it they would be ledger_over.
+    day = datetime(2031, 3, 16, tzinfo=UTC)
+    events = [event("openai", f"embed/{i}", at(day, 9, 10 * i)).model_copy(update={
+        "api": "openai.embeddings", "model_requested": "recon-embed", "model_served": "recon-embed",
+        "usage": TokenUsage(input_tokens=500)}) for i in range(2)]
+    ingest(metering_store, events, BOOK)
+    seed_fake(fake, {"openai": {"admin_key": OPENAI_KEY, "usage": [], "embeddings": [
+        {"at": at(day, 9, 5).isoformat(), "model": "recon-embed", "project_id": SCOPE["openai"],
+         "input_tokens": 1000, "num_model_requests": 2}],
+        "costs": provider_costs("openai", day, ["0.001"])}})
+    status, out, err = run(metering_store, fake, "openai", day, tmp_path)
+    assert status == 0, out + err
+    rows = stored(metering_store, "openai", day)
+    usage = rows[("usage", "00")]
+    assert (usage["model"], usage["provider_input_tokens"], usage["provider_requests"]) == ("recon-embed", 1000, 2)
+    assert rows[("cost", "00")]["ledger_usd"] == Decimal("0.001")
+

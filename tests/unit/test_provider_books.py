@@ -70,6 +70,17 @@ def test_openai_usage_counts_audio_and_keeps_cached_inside_input():
     assert openai_books.next_page(page(OPENAI_USAGE)) == "page_AAAAAGdGxdEiJdKOAAAAAGcqsYA="
 
 
+def test_openai_embeddings_rows_have_input_and_requests_only():
+    # OpenAI's documented embeddings example: 16 input tokens, 2 requests, every grouping field null.
+    body = page("""{"object": "page", "data": [{"object": "bucket", "start_time": 1730419200,
+      "end_time": 1730505600, "results": [{"object": "organization.usage.embeddings.result", "input_tokens": 16,
+      "num_model_requests": 2, "project_id": null, "user_id": null, "api_key_id": null, "model": null}]}],
+      "has_more": false, "next_page": null}""")
+    [(key, figures)] = openai_books.usage_rows(body, scoped=False)
+    assert (key.model, figures) == ("", Figures(input_tokens=16, requests=2))
+    assert openai_books.EMBEDDINGS_PATH in openai_books.USAGE_PATHS
+
+
 def test_openai_cost_is_an_exact_decimal_of_usd():
     rows = openai_books.cost_rows(page(OPENAI_COSTS), scoped=True)
     assert [(k.scope, k.model, f.usd) for k, f in rows] == [("", ALL, Decimal("0.06")), ("proj_abc", ALL,

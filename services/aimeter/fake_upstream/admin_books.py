@@ -1,11 +1,11 @@
 """The fake provider's books, behind the fake admin APIs (``admin_openai``, ``admin_anthropic``).
 
-Tests seed what the provider "billed" with ``POST /fake-admin/books`` (JSON: per provider, ``admin_key``,
-``usage`` and ``costs`` records, each with an ``at`` timestamp and the provider's own field names) and clear it
-with ``DELETE /fake-admin/books``; ``rate_limit: {provider: n}`` makes the next n admin requests answer 429.
-The admin routes then answer from these records the way the providers document: every bucket of the window,
-empty ones included, grouped by the requested fields (``null`` where not grouped or absent), paged by
-``limit`` buckets with ``has_more`` / ``next_page``.
+Tests seed what the provider "billed" with ``POST /fake-admin/books``: JSON with, per provider, its
+``admin_key`` and its ``usage``, ``costs`` and (OpenAI) ``embeddings`` records, each with an ``at`` timestamp
+and the provider's own field names. ``DELETE /fake-admin/books`` clears them; ``rate_limit: {provider: n}``
+makes the next n admin requests answer 429. The admin routes answer from these records the way the providers
+document: every bucket of the window, empty ones included, grouped by the requested fields (``null`` where not
+grouped or absent), paged by ``limit`` buckets with ``has_more`` / ``next_page``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class ProviderBooks:
     admin_key: str
     usage: list[Record] = field(default_factory=list)
     costs: list[Record] = field(default_factory=list)
+    embeddings: list[Record] = field(default_factory=list)  # OpenAI only: its embeddings usage report
     rate_limited: int = 0
 
 
@@ -121,7 +122,8 @@ async def seed(request: web.Request) -> web.Response:
         if provider in body:
             spec = body[provider]
             books.providers[provider] = ProviderBooks(spec.get("admin_key") or DEFAULT_KEYS[provider],
-                                                      list(spec.get("usage") or ()), list(spec.get("costs") or ()))
+                                                      list(spec.get("usage") or ()), list(spec.get("costs") or ()),
+                                                      list(spec.get("embeddings") or ()))
     for provider, n in (body.get("rate_limit") or {}).items():
         books.of(provider).rate_limited = int(n)
     return json_response({"ok": True})

@@ -1,10 +1,10 @@
-"""Fake of OpenAI's organization Usage (completions) and Costs APIs, from the shapes in OpenAI's API reference
-(see ``aimeter.provider_books.openai_books`` for what was checked and where).
+"""Fake of OpenAI's organization Usage (completions, embeddings) and Costs APIs, from the shapes in OpenAI's API
+reference (see ``aimeter.provider_books.openai_books`` for what was checked and where).
 
-``GET /v1/organization/usage/completions`` and ``GET /v1/organization/costs`` answer from the seeded books
-(``admin_books``): ``Authorization: Bearer <admin key>`` or 401 in OpenAI's error shape (the message shows the
-key masked, as OpenAI's does); parameter errors are 400s; costs accept ``bucket_width=1d`` only; amounts are
-JSON numbers with ``currency: "usd"``.
+``GET /v1/organization/usage/completions``, ``.../usage/embeddings`` and ``GET /v1/organization/costs``
+answer from the seeded books (``admin_books``). ``Authorization: Bearer <admin key>`` or 401 in OpenAI's error
+shape (the message shows the key masked, as OpenAI's does); parameter errors are 400s; costs accept
+``bucket_width=1d`` only; amounts are JSON numbers with ``currency: "usd"``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from aimeter.fake_upstream import admin_books as ab
 from aimeter.fake_upstream.openai_shapes import error_object
 
 USAGE_GROUPS = ("project_id", "user_id", "api_key_id", "model", "batch", "service_tier")
+EMBEDDING_GROUPS = ("project_id", "user_id", "api_key_id", "model")
 COST_GROUPS = ("project_id", "line_item", "api_key_id")
 USAGE_LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # (default, max) buckets per page
 USAGE_SUMS = ("input_tokens", "input_cached_tokens", "output_tokens", "input_audio_tokens", "output_audio_tokens",
@@ -118,6 +119,30 @@ async def usage_completions(request: web.Request) -> web.Response:
         return ab.json_response(error_object(str(exc), "invalid_request_error", exc.param), 400)
 
 
+async def usage_embeddings(request: web.Request) -> web.Response:
+    """GET /v1/organization/usage/embeddings: input tokens and requests only."""
+    refused = _refusal(request)
+    if refused is not None:
+        return refused
+    q, books = request.query, request.app[ab.BOOKS_KEY].of("openai")
+    try:
+        width = q.get("bucket_width", "1d")
+        if width not in USAGE_LIMITS:
+            raise BadRequestError("bucket_width must be one of 1m, 1h, 1d.", "bucket_width")
+        groups, limit = _groups(q, EMBEDDING_GROUPS), _limit(q, *USAGE_LIMITS[width])
+        sums = ("input_tokens", "num_model_requests")
+
+        def results(lo: datetime, hi: datetime) -> list[dict[str, Any]]:
+            rows = ab.group(ab.in_bucket(books.embeddings, lo, hi), groups,
+                            lambda rs: {f: ab.int_sum(rs, f) for f in sums})
+            return [{**{f: r[f] for f in sums}, **{g: r.get(g) if g in groups else None for g in EMBEDDING_GROUPS}}
+                    for r in rows]
+
+        return _page(request, width, limit, "organization.usage.embeddings.result", results)
+    except BadRequestError as exc:
+        return ab.json_response(error_object(str(exc), "invalid_request_error", exc.param), 400)
+
+
 async def costs(request: web.Request) -> web.Response:
     """GET /v1/organization/costs: daily buckets only."""
     refused = _refusal(request)
@@ -141,4 +166,5 @@ async def costs(request: web.Request) -> web.Response:
 
 
 ROUTES = (("GET", "/v1/organization/usage/completions", usage_completions),
+          ("GET", "/v1/organization/usage/embeddings", usage_embeddings),
           ("GET", "/v1/organization/costs", costs))

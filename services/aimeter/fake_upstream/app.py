@@ -15,7 +15,7 @@ Routes (one row per endpoint, from the API modules):
     POST /v1beta/models/{model}:generateContent      Gemini (also under /v1, google-genai 3.x's default)
     POST /v1beta/models/{model}:streamGenerateContent  Gemini stream (`?alt=sse`: SSE, else a JSON array)
     POST /api/chat, POST /api/generate               Ollama (NDJSON stream unless `"stream": false`)
-    GET  /v1/organization/usage/completions, /v1/organization/costs        OpenAI admin usage and costs
+    GET  /v1/organization/usage/{completions,embeddings}, /v1/organization/costs  OpenAI admin usage, costs
     GET  /v1/organizations/usage_report/messages, /v1/organizations/cost_report  Anthropic admin usage and cost
     POST, DELETE /fake-admin/books                   seed / clear the books the admin routes answer from
     GET  /health                                     liveness

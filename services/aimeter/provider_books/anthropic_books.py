@@ -30,6 +30,7 @@ from typing import Any
 from aimeter.provider_books.books import ALL, NON_TOKEN, Figures, Key
 
 USAGE_PATH = "/v1/organizations/usage_report/messages"
+USAGE_PATHS = (USAGE_PATH,)
 COSTS_PATH = "/v1/organizations/cost_report"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"

@@ -83,9 +83,10 @@ def pull(provider: str, client: AdminClient, window: Window, scoped: bool) -> tu
     books = PROVIDERS[provider]
     usage, costs = Book(), Book()
     params = books.usage_params(window.since, window.until, window.width, scoped)
-    for page in client.pages(books.USAGE_PATH, params, books.next_page):
-        for key, figures in books.usage_rows(page, scoped):
-            usage.add(key, figures)
+    for path in books.USAGE_PATHS:
+        for page in client.pages(path, params, books.next_page):
+            for key, figures in books.usage_rows(page, scoped):
+                usage.add(key, figures)
     for page in client.pages(books.COSTS_PATH, books.cost_params(window.since, window.until, scoped),
                              books.next_page):
         for key, figures in books.cost_rows(page, scoped):

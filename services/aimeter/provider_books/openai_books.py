@@ -14,6 +14,10 @@ the openai-cookbook notebook ``completions_usage_api``), 2026-12-06:
 * ``GET /v1/organization/costs``: ``bucket_width`` ``1d`` only, ``group_by`` ``project_id`` / ``line_item``,
   ``limit`` 1..180 (default 7); a result's ``amount`` is ``{value: number, currency: "usd"}``.
 
+* ``GET /v1/organization/usage/embeddings``: the same parameters and paging, ``group_by`` ``project_id``,
+  ``user_id``, ``api_key_id``, ``model``; a result carries ``input_tokens`` and ``num_model_requests``. The
+  completions report does not hold embeddings, so both are pulled (the gateway meters both).
+
 Audio is counted in the ledger's ``input_tokens`` / ``output_tokens`` (OTel: every token), so it is added here.
 The Admin key goes in ``Authorization: Bearer``. Amounts are read as Decimal from the JSON text, never float.
 """
@@ -27,6 +31,8 @@ from typing import Any
 from aimeter.provider_books.books import ALL, Figures, Key
 
 USAGE_PATH = "/v1/organization/usage/completions"
+EMBEDDINGS_PATH = "/v1/organization/usage/embeddings"
+USAGE_PATHS = (USAGE_PATH, EMBEDDINGS_PATH)  # same parameters, same row parser (embeddings have no output)
 COSTS_PATH = "/v1/organization/costs"
 DEFAULT_BASE_URL = "https://api.openai.com"
 USAGE_LIMIT = {"1h": 168, "1d": 31}  # the documented maximum buckets per page
@@ -66,7 +72,7 @@ def _bucket_start(bucket: dict[str, Any]) -> datetime:
 
 
 def usage_rows(body: dict[str, Any], scoped: bool) -> list[tuple[Key, Figures]]:
-    """One page of completions usage as ledger-semantics rows; empty buckets yield nothing."""
+    """One page of completions or embeddings usage as ledger-semantics rows; empty buckets yield nothing."""
     rows = []
     for bucket in body["data"]:
         start = _bucket_start(bucket)

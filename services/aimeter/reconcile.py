@@ -117,10 +117,18 @@ def cmd_provider_books(args: argparse.Namespace, settings: Settings, client: Cli
     from aimeter.config import load_config  # noqa: PLC0415
     from aimeter.reprice import open_for_writing  # noqa: PLC0415
     from aimeter.store.client import chdb_path  # noqa: PLC0415
+    from aimeter.store.migrations import migrate  # noqa: PLC0415
 
     url = settings.resolved_clickhouse_url
     config_path = args.config or settings.config
     config = load_config(config_path) if config_path else None
-    # Server mode: the report client writes too. Embedded: only if no pricer holds the store (else: not stored).
-    writer = (lambda: client) if chdb_path(url) is None else (lambda: open_for_writing(url))
+
+    def embedded_writer() -> Client:
+        """Only if no pricer holds the store (else: not stored); owning it, bring its schema up to date."""
+        writer = open_for_writing(url)
+        migrate(writer)
+        return writer
+
+    # Server mode: the report client writes too (the pricer or `aimeter migrate` created the table).
+    writer = (lambda: client) if chdb_path(url) is None else embedded_writer
     return provider_cli.run(args, client, writer, config, provider_cli.environ(), since=since, until=until)

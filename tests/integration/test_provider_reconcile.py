@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -411,3 +412,45 @@ def test_openai_embeddings_come_from_their_own_usage_report(metering_store, fake
     assert (usage["model"], usage["provider_input_tokens"], usage["provider_requests"]) == ("recon-embed", 1000, 2)
     assert rows[("cost", "00")]["ledger_usd"] == Decimal("0.001")
 
+
+
+def test_the_command_end_to_end_in_its_own_process(fake, tmp_path):
+    """`aimeter reconcile --provider` as a user runs it: its own embedded store (migrated by the command when it
+    stores), the gateway config from AIMETER_CONFIG, the key from a file. The provider billed 2 requests
+    (1,000 + 100 tokens, $0.00021) that the empty ledger never saw: bypass, exit 1, stored."""
+    day = datetime(2031, 5, 2, tzinfo=UTC)
+    seed_fake(fake, {"openai": {"admin_key": OPENAI_KEY, "usage": [
+        {"at": at(day, 10).isoformat(), "model": "recon-gpt", "project_id": "proj_recon", "input_tokens": 1000,
+         "output_tokens": 100, "num_model_requests": 2}],
+        "costs": [{"at": day.isoformat(), "project_id": "proj_recon", "amount": "0.00021"}]}})
+    config = tmp_path / "aimeter.yaml"
+    config.write_text("""
+backends:
+  rec-openai:
+    kind: openai
+    base_url: "https://api.openai.com/v1"
+    deployment: proprietary
+    provider: openai
+    account: {credential_id: key_recon_openai, project_id: proj_recon}
+models:
+  recon-gpt: {backend: rec-openai}
+""")
+    key_file = tmp_path / "admin.key"
+    key_file.write_text(OPENAI_KEY)
+    env = {**os.environ, "AIMETER_DATA_DIR": str(tmp_path / "data"), "AIMETER_CONFIG": str(config),
+           "AIMETER_QUERY_PORT": str(free_port())}
+    env.pop("AIMETER_CLICKHOUSE_URL", None)
+    assert subprocess.run([sys.executable, "-m", "aimeter", "migrate"], env=env, capture_output=True,
+                          timeout=120, check=False).returncode == 0
+    done = subprocess.run([sys.executable, "-m", "aimeter", "reconcile", "--provider", "openai", "--since",
+                           f"{day:%Y-%m-%d}", "--until", f"{day + timedelta(days=1):%Y-%m-%d}", "--admin-key-file",
+                           str(key_file), "--admin-base-url", fake], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("usage", "cost"))]
+    assert [line.split()[:4] for line in lines] == [["usage", "2031-05-02", "recon-gpt", "proj_recon"],
+                                                    ["cost", "2031-05-02", "*", "proj_recon"]]
+    assert all("bypass" in line for line in lines)
+    assert "billed $0.00021, metered $0" in done.stdout
+    assert "stored as run" in done.stdout
+    assert OPENAI_KEY not in done.stdout + done.stderr

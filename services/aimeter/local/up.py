@@ -52,7 +52,9 @@ def supervise(stack: Stack) -> None:
 
 def print_spend(stack: Stack, since: datetime) -> None:
     client = report_client(stack.settings.resolved_clickhouse_url, stack.settings.query_port)
-    until = datetime.now(UTC) + timedelta(seconds=1)
+    # One window for every table, ending now: the GPU time billed grows with the clock, so a window ending
+    # later (it was now + 1 s, clamped to each query's own now) gave each table a slightly different idle.
+    until = datetime.now(UTC)
     for by in ("team", "model"):
         sql, params = spend_query(by, since, until)
         result = client.query(sql, parameters=params)

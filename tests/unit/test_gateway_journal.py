@@ -142,6 +142,9 @@ def test_spool_full_and_disk_full_return_false_and_leave_whole_lines(tmp_path: P
         pass
     assert "spool full" in spool.last_error
     assert next(iter(spool.take())) == event(1)
+    assert list(spool.take()) == [event(1)] + [event(3)] * 6, "replayed again until finish_replay()"
+    spool.finish_replay()
+    assert list(spool.take()) == []
 
 
 def test_spool_cuts_a_torn_line_on_open(tmp_path: Path) -> None:
@@ -180,3 +183,24 @@ def test_a_due_roll_without_a_prepared_segment_keeps_the_current_one(tmp_path: P
     journal.prepare()  # the roll is due, but no next segment can be allocated
     assert journal.append(event(2)), "the current segment still has room"
     assert not journal.closed
+
+
+def test_publisher_without_kafka_journals_spools_at_stop_and_counts_once(tmp_path: Path) -> None:
+    """No broker at all: every event is journaled; a graceful stop spools them and folds the journal's counts."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from aimeter.gateway.publisher import KafkaPublisher  # noqa: PLC0415
+
+    counts = tmp_path / "counts" / "gw.json"
+    publisher = KafkaPublisher("127.0.0.1:1", tmp_path / "spool" / "gw.jsonl", "/test", counts_path=counts,
+                               journal_dir=tmp_path / "spool" / "gw.journal", delivery_timeout_s=60)
+    publisher.start()
+    now = datetime(2026, 12, 6, 19, 36, tzinfo=UTC)
+    for i in range(5):
+        publisher.publish_encoded(event(i), f"e{i}", now, now)
+    assert publisher.metrics()["aimeter_events_journaled_total"] == 5
+    assert emitted_counts(counts, tmp_path / "spool" / "gw.journal") == Counter({"2026-12-06T19:00Z": 5})
+    publisher.close(timeout=0.5)
+    assert len(read_records(tmp_path / "spool" / "gw.jsonl")) == 5
+    assert list_segments(tmp_path / "spool" / "gw.journal") == []  # all spooled: retired
+    assert emitted_counts(counts, tmp_path / "spool" / "gw.journal") == Counter({"2026-12-06T19:00Z": 5})

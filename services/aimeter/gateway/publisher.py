@@ -97,6 +97,7 @@ class KafkaPublisher:
         self._hours: Counter[str] = Counter()  # folded per-hour counts (the counts file), and the last folded segment
         self._through = 0
         self._held_at = -1e18  # monotonic time of the last event the spool could not take
+        self._replayed_at: float | None = None  # a spool replay whose file is kept until its events settled
         self._spool_state = StateLog("spool")
         self._journal_state = StateLog("journal")
         self._errors_seen: set[str] = set()
@@ -222,8 +223,15 @@ class KafkaPublisher:
         return 1
 
     def replay_spool(self) -> int:
-        """Re-publish spooled events; failures are spooled again by their delivery reports."""
+        """Re-publish spooled events; failures are spooled again by their delivery reports. The replayed file
+        is deleted only once they settled (``retire_settled``), so a crash meanwhile replays it again."""
+        if self._replayed_at is not None:
+            return 0
         count = sum(self._republish(line) for line in self.spool.take())
+        if not count:
+            self.spool.finish_replay()  # (nothing, or nothing readable, was in it)
+            return 0
+        self._replayed_at = time.monotonic()
         if count:
             self.stats.replayed += count
             log.info("re-published %d spooled usage events", count)
@@ -280,6 +288,9 @@ class KafkaPublisher:
             closed_before = -1.0  # events the spool could not take are in flight again: keep every segment
         else:
             closed_before = now - self.settle_s
+        if self._replayed_at is not None and self._replayed_at < closed_before:
+            self.spool.finish_replay()
+            self._replayed_at = None
         done = list(self.journal.retirable(closed_before))
         unjournaled = self._take_unjournaled()
         if not done and not unjournaled:

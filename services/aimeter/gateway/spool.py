@@ -74,8 +74,9 @@ class Spool:
     def take(self) -> Iterator[bytes]:
         """Move the spool aside and yield its events; the caller re-publishes and re-spools failures.
 
-        A crash mid-replay leaves the ``.replaying`` file, which the next ``take`` replays again;
-        the resulting duplicates collapse on ``event_id`` in ClickHouse.
+        The ``.replaying`` file stays until the caller knows every event in it was acknowledged or
+        spooled again (:meth:`finish_replay`): a crash before that replays it again at the next start,
+        and the resulting duplicates collapse on ``event_id`` in ClickHouse.
         """
         replaying = self._replaying
         with self._lock:
@@ -84,4 +85,6 @@ class Spool:
         if not replaying.exists():
             return
         yield from read_records(replaying)
-        replaying.unlink()
+
+    def finish_replay(self) -> None:
+        self._replaying.unlink(missing_ok=True)

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aimeter import chargeback, demo_cli, keys_cli, reconcile
+from aimeter import demo_cli, keys_cli
 from aimeter.config import ConfigError, GatewayConfig, load_config
 from aimeter.grafana import cli as grafana_cli
-from aimeter.report import parse_when, render
+from aimeter.reports import chargeback, reconcile
+from aimeter.reports.format import parse_when, render
 from aimeter.settings import Settings, SettingsError, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -113,8 +114,8 @@ def cmd_schema(args: argparse.Namespace, _settings: Settings) -> int:
 
 
 def cmd_spend(args: argparse.Namespace, settings: Settings) -> int:
+    from aimeter.reports.sql import spend_query  # noqa: PLC0415
     from aimeter.store.client import report_client  # noqa: PLC0415
-    from aimeter.store.queries import spend_query  # noqa: PLC0415
 
     now = datetime.now(UTC).replace(microsecond=0)
     since = parse_when(args.since, now) if args.since else now.replace(day=1, hour=0, minute=0, second=0)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from aimeter.events import Attribution
 from aimeter.gateway.keys import KeyFile, new_key
-from aimeter.report import render
+from aimeter.reports.format import render
 from aimeter.settings import Settings
 
 

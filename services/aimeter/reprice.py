@@ -37,8 +37,8 @@ from aimeter.pricer.gpu_periods import (
 )
 from aimeter.pricer.rerate import COMPARED, Plan, plan_page
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, event_from_row
-from aimeter.report import amount, render
-from aimeter.store import queries
+from aimeter.reports import queries
+from aimeter.reports.format import amount, render
 from aimeter.store.client import chdb_path, get_client
 from aimeter.store.migrations import migrate
 

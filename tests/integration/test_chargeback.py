@@ -14,12 +14,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from aimeter.chargeback import as_text, fetch, month_window, totals
 from aimeter.grafana.build import load_dashboards
 from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
 from aimeter.local.stack import settings_env
-from aimeter.store.chargeback_sql import MEASURES
-from aimeter.store.queries import spend_query
+from aimeter.reports.chargeback import as_text, fetch, month_window, totals
+from aimeter.reports.sql import MEASURES, spend_query
 from tests.integration.conftest import key_for, wait_for_row
 from tests.integration.dashboards_seed import EXPECTED_BY_TEAM, EXPECTED_TOTAL, MONTH, SINCE, UNTIL, seed
 

@@ -17,7 +17,7 @@ from aimeter.config import parse_config
 from aimeter.events import UsageEvent
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.gpu_periods import sync_gpu_periods
-from aimeter.store.queries import spend_query
+from aimeter.reports.sql import spend_query
 from tests.integration.chdb_fixture import ingest
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,6 @@ from decimal import Decimal
 import pytest
 
 from aimeter import cli
-from aimeter.chargeback import as_text, fetch
 from aimeter.config import parse_config
 from aimeter.events import UsageEvent
 from aimeter.grafana.build import load_dashboards
@@ -23,10 +22,11 @@ from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
 from aimeter.local.demo import self_hosted_notes
 from aimeter.pricer.core import UNMETERED, PriceBook
 from aimeter.pricer.gpu_periods import sync_gpu_periods
-from aimeter.reconcile import RECONCILE_SQL
+from aimeter.reports.chargeback import as_text, fetch
+from aimeter.reports.queries import self_hosted_use_query
+from aimeter.reports.reconcile import RECONCILE_SQL
+from aimeter.reports.sql import MEASURES, spend_query
 from aimeter.reprice import run_command
-from aimeter.store.chargeback_sql import MEASURES
-from aimeter.store.queries import self_hosted_use_query, spend_query
 from tests.integration.chdb_fixture import ingest
 
 pytestmark = pytest.mark.integration

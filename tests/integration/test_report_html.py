@@ -16,9 +16,9 @@ import openai
 import pytest
 from PIL import Image
 
-from aimeter.chargeback import as_text, fetch
-from aimeter.chargeback_svg import IDLE_COLOR, PALETTE, SELF_HOSTED_COLOR
 from aimeter.local.stack import settings_env
+from aimeter.reports.chargeback import as_text, fetch
+from aimeter.reports.chargeback_svg import IDLE_COLOR, PALETTE, SELF_HOSTED_COLOR
 from tests.integration.conftest import key_for, wait_for_row
 from tests.integration.dashboards_seed import MONTH, seed
 

@@ -25,8 +25,9 @@ from aimeter.events import UsageEvent
 from aimeter.local.kafka import free_port
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.overrides_load import parse_overrides
+from aimeter.reports.queries import corrections_by_team_query
+from aimeter.reports.sql import spend_query
 from aimeter.reprice import Progress, reprice
-from aimeter.store.queries import corrections_by_team_query, spend_query
 from aimeter.store.query_server import serve_queries
 from tests.integration.chdb_fixture import ingest
 

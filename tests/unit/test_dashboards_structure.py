@@ -10,7 +10,7 @@ import yaml
 
 from aimeter.grafana.build import DASHBOARDS_DIR, DATASOURCE_FILE, JSON_DIR, load_dashboards, stale, write
 from aimeter.grafana.model import PLUGIN_ID
-from aimeter.store.chargeback_sql import FILTER_DIMENSIONS
+from aimeter.reports.sql import FILTER_DIMENSIONS
 
 DASHBOARDS = load_dashboards()
 BY_UID = {d["uid"]: d for d in DASHBOARDS}

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from aimeter.chargeback import month_window
-from aimeter.report import amount, parse_when, render
+from aimeter.reports.chargeback import month_window
+from aimeter.reports.format import amount, parse_when, render
 
 
 def _cells(value: str) -> str:
@@ -62,7 +62,7 @@ def test_out_of_range_times_are_a_clear_error() -> None:
 
 
 def test_one_amount_formatter_for_tables_reprice_and_html() -> None:
-    from aimeter.chargeback_svg import usd as html_usd  # noqa: PLC0415
+    from aimeter.reports.chargeback_svg import usd as html_usd  # noqa: PLC0415
     from aimeter.reprice import usd as reprice_usd  # noqa: PLC0415
 
     remainder = Decimal("-0.000000000002")  # the idle row's rounding remainder: never a refund

@@ -145,7 +145,7 @@ def demo_config(source: Path, port: int, data_dir: Path, default_port: int = 809
 
 
 def self_hosted_notes(rows: list[tuple]) -> list[str]:
-    """One line per self-hosted backend from :func:`aimeter.store.queries.self_hosted_use_query`: what its GPU
+    """One line per self-hosted backend from :func:`aimeter.reports.queries.self_hosted_use_query`: what its GPU
     time cost, how much of its capacity the requests used, and why fully loaded is above (idle capacity) or,
     when the backend served more than its declared capacity, below the marginal price."""
     lines = []

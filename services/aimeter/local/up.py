@@ -17,10 +17,11 @@ from pathlib import Path
 
 from aimeter.local.demo import DemoStats, issue_demo_keys, run_traffic, self_hosted_notes
 from aimeter.local.stack import Stack, StackError
-from aimeter.report import render
+from aimeter.reports.format import render
+from aimeter.reports.queries import count_query, self_hosted_use_query
+from aimeter.reports.sql import spend_query
 from aimeter.settings import Settings
 from aimeter.store.client import report_client
-from aimeter.store.queries import count_query, self_hosted_use_query, spend_query
 
 
 def wait_for_rows(stack: Stack, expected: int, timeout: float = 120.0, tick: Callable[[], None] = lambda: None,

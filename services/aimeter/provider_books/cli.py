@@ -24,7 +24,7 @@ from aimeter.provider_books import anthropic_books, ledger, openai_books
 from aimeter.provider_books.books import BUCKETS, Book, ceil_bucket, floor_bucket
 from aimeter.provider_books.compare import Drift, Tolerance, exit_status, pct, reconcile
 from aimeter.provider_books.fetch import AdminApiError, AdminClient, Sleep
-from aimeter.report import render
+from aimeter.reports.format import render
 
 PROVIDERS: dict[str, ModuleType] = {"openai": openai_books, "anthropic": anthropic_books}
 KEY_ENV = {"openai": "OPENAI_ADMIN_KEY", "anthropic": "ANTHROPIC_ADMIN_KEY"}

@@ -1,7 +1,7 @@
 """``aimeter chargeback --format html``: one self-contained file finance can send around (pure).
 
 No script, font, stylesheet or image is loaded from anywhere: styles are inline, charts are inline
-SVG (aimeter/chargeback_svg.py), and a Content-Security-Policy of ``default-src 'none'`` makes any
+SVG (aimeter/reports/chargeback_svg.py), and a Content-Security-Policy of ``default-src 'none'`` makes any
 external reference fail loudly in a browser rather than leak a request. It holds the table with its
 grand total and three charts: spend per key over the month, proprietary versus self-hosted, and
 self-hosted savings versus the reference models.
@@ -15,8 +15,8 @@ from decimal import Decimal
 from html import escape
 from typing import Any
 
-from aimeter.chargeback import Chargeback, month_window
-from aimeter.chargeback_svg import (
+from aimeter.reports.chargeback import Chargeback, month_window
+from aimeter.reports.chargeback_svg import (
     PROPRIETARY_COLOR,
     REFERENCE_COLOR,
     SELF_HOSTED_COLOR,
@@ -26,7 +26,7 @@ from aimeter.chargeback_svg import (
     stacked_columns,
     usd,
 )
-from aimeter.store.chargeback_sql import MEASURES, MONEY
+from aimeter.reports.sql import MEASURES, MONEY
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; background: #fff; }

@@ -5,11 +5,11 @@ fill in the time window and the filters:
 
 * :func:`bound_window`: ``{since:…}``/``{until:…}`` query parameters over ``[since, until)``, for
   the CLI (values are bound by ClickHouse, never spliced into the text);
-* the dashboards' window (aimeter/grafana/sql.py): the ClickHouse datasource plugin's millisecond macros
+* the dashboards' window (aimeter/reports/panels.py): the ClickHouse datasource plugin's millisecond macros
   (``$__timeFilter_ms``, ``$__fromTime_ms``, ``$__toTime_ms``); a Grafana range ends on the last
   millisecond of the period, so for ``DateTime64(3)`` columns it selects exactly the same rows.
 
-The arithmetic is that of ``spend_query`` (store/queries.py): a UNION ALL of the priced ledger
+The arithmetic is that of ``spend_query`` (below): a UNION ALL of the priced ledger
 (``usage_costs FINAL``) and the self-hosted GPU hours (``gpu_cost_allocation``, idle included), then
 one aggregation. Marginal ``cost_usd`` stays NULL when every request was unpriced (never a silent 0);
 fully loaded = proprietary marginal + allocated GPU hours; savings = reference - allocated GPU hours.
@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aimeter.store.queries import NO_COST, NOT_PRICED, SPEND_DIMENSIONS, ZERO
+SPEND_DIMENSIONS = ("team", "project", "model", "backend", "deployment", "provider", "user")
+WINDOW = "started_at >= {since:DateTime64(3, 'UTC')} AND started_at < {until:DateTime64(3, 'UTC')}"
+ZERO = "toDecimal128(0, 12)"
+NO_COST = "CAST(NULL AS Nullable(Decimal(38, 12)))"
+ALLOCATION = "gpu_cost_allocation(since = {since:DateTime64(3, 'UTC')}, until = {until:DateTime64(3, 'UTC')})"
+# The columns every part of the spend union yields, and what a part that has no such figure puts there.
+# The statuses of a request with no cost: no price known, or usage that could not be read. Both are counted
+# wherever requests are counted, never folded into a total as $0.
+NOT_PRICED = "('unpriced', 'unmetered')"
 
 CHARGEBACK_DIMENSIONS = ("team", "project")
 # Output column -> (value in a usage_costs row, value in a gpu_cost_allocation row).

@@ -1,6 +1,6 @@
 """``aimeter chargeback --month 2026-11 --by team|project``: what each team (or project) owes for a month.
 
-The figures come from the same SQL builder as the Chargeback dashboard (store/chargeback_sql.py),
+The figures come from the same SQL builder as the Chargeback dashboard (reports/sql.py),
 over the calendar month in UTC, ``[first day 00:00, next month's first day)``, stopped at now for the
 current month ("month to date": no future hour is billed). Reading goes through
 ``report_client``: in embedded mode the pricer owns chDB and answers on its read-only endpoint.
@@ -21,9 +21,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from aimeter.report import EARLIEST, LATEST, plain, render
-from aimeter.settings import Settings
-from aimeter.store.chargeback_sql import (
+from aimeter.reports.format import EARLIEST, LATEST, plain, render
+from aimeter.reports.sql import (
     CHARGEBACK_DIMENSIONS,
     MEASURES,
     MONEY,
@@ -33,6 +32,7 @@ from aimeter.store.chargeback_sql import (
     daily_query,
     owner_of,
 )
+from aimeter.settings import Settings
 
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 TITLE = ("cost_usd: marginal (as charged per request); loaded: paid APIs + whole GPU hours (idle apart); "
@@ -124,7 +124,7 @@ def as_text(report: Chargeback, fmt: str) -> str:
     if fmt == "json":
         return as_json(report)
     if fmt == "html":
-        from aimeter.chargeback_html import render_html  # noqa: PLC0415 - only the html format needs it
+        from aimeter.reports.chargeback_html import render_html  # noqa: PLC0415 - only the html format needs it
 
         return render_html(report)
     lines = [[r[c] for c in report.columns] for r in report.rows]

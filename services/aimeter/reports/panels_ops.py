@@ -8,7 +8,7 @@ minus ``ended_at`` (when the gateway finished the request).
 
 from __future__ import annotations
 
-from aimeter.grafana.sql import events_where
+from aimeter.reports.panels import events_where
 
 BUCKET = "$__timeInterval(started_at)"
 

@@ -1,6 +1,6 @@
 """The SQL of every dashboard panel, in the ClickHouse datasource plugin's dialect (pure).
 
-Spend figures come from the same builder as ``aimeter chargeback`` (store/chargeback_sql.py), filled
+Spend figures come from the same builder as ``aimeter chargeback`` (reports/sql.py), filled
 in with the plugin's macros instead of bound parameters, so a dashboard and a chargeback report over
 the same month cannot disagree. The time filter is ``$__timeFilter_ms``: the plugin's ``$__timeFilter``
 truncates to whole seconds and would drop the last second of a month.
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aimeter.store.chargeback_sql import (
+from aimeter.reports.sql import (
     COSTS_COLUMNS,
     EVENTS_COLUMNS,
     FILTER_DIMENSIONS,
+    NOT_PRICED,
+    ZERO,
     Filters,
     Grouping,
     Window,
@@ -27,12 +29,10 @@ from aimeter.store.chargeback_sql import (
     chargeback_total_query,
     month_start,
 )
-from aimeter.store.queries import NOT_PRICED
 
 GRAFANA_WINDOW = Window(lambda col: f"$__timeFilter_ms({col})", "$__fromTime_ms", "$__toTime_ms")
 VARIABLE_FILTERS = Filters(
     FILTER_DIMENSIONS, lambda dim, col: f"$__conditionalAll({col} IN (${{{dim}:singlequote}}), ${dim})")
-ZERO = "toDecimal128(0, 12)"
 
 
 def _where(time_col: str, columns: dict[str, str], *extra: str) -> str:

@@ -1,4 +1,4 @@
-"""Report and re-rating SQL, built as text plus parameters (pure), run by whoever holds a client.
+"""Ledger SQL beside the spend figures: re-rating pages, counts, corrections and self-hosted use (pure).
 
 Every report reads ``FINAL`` (``usage_costs``, ``usage_events``, ``usage_cost_versions``,
 ``gpu_cost_periods``) so redelivered events and re-rated versions never double a total.
@@ -13,22 +13,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-SPEND_DIMENSIONS = ("team", "project", "model", "backend", "deployment", "provider", "user")
-WINDOW = "started_at >= {since:DateTime64(3, 'UTC')} AND started_at < {until:DateTime64(3, 'UTC')}"
-ZERO = "toDecimal128(0, 12)"
-NO_COST = "CAST(NULL AS Nullable(Decimal(38, 12)))"
-ALLOCATION = "gpu_cost_allocation(since = {since:DateTime64(3, 'UTC')}, until = {until:DateTime64(3, 'UTC')})"
-# The columns every part of the spend union yields, and what a part that has no such figure puts there.
-# The statuses of a request with no cost: no price known, or usage that could not be read. Both are counted
-# wherever requests are counted, never folded into a total as $0.
-NOT_PRICED = "('unpriced', 'unmetered')"
-
-
-def spend_query(by: str, since: datetime, until: datetime, *, corrections: bool = False) -> tuple[str, dict[str, Any]]:
-    """See :func:`aimeter.store.chargeback_sql.spend_query`: the one builder of every spend figure."""
-    from aimeter.store.chargeback_sql import spend_query as build  # noqa: PLC0415 - it imports this module
-
-    return build(by, since, until, corrections=corrections)
+from aimeter.reports.sql import ALLOCATION, WINDOW
 
 
 def count_query() -> str:

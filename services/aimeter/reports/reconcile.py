@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from aimeter.gateway.journal import emitted_counts as journal_counts
 from aimeter.provider_books import cli as provider_cli
-from aimeter.report import parse_when, render
+from aimeter.reports.format import parse_when, render
 from aimeter.settings import Settings
 
 if TYPE_CHECKING:

@@ -448,8 +448,10 @@ def test_spool_on_a_full_filesystem(tmp_path: Path, policy: str):
         faults.kafka.stop()
         _fill(spool_dir, leave=96 * 1024)  # room for one more 64 KB journal segment and a few spooled events
         load = Load(faults.stack.gateway_url, faults.key, 400, concurrency=8).start().join()
-        time.sleep(4)  # deliveries time out (3 s): the spool fills, then events are held in memory
-        metrics = faults.metrics()
+        deadline = time.monotonic() + 30  # deliveries time out (3 s): the spool fills, then events are held in memory
+        while (metrics := faults.metrics())["aimeter_events_held_in_memory_total"] == 0 \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert metrics["aimeter_journal_full"] == 1
         if policy == "open":
             assert load.refused == 0

@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 from aimeter.events import UsageSource
 from aimeter.gateway.http1 import UpstreamTooLargeError
 from aimeter.gateway.http1_pool import Pool
+from aimeter.gateway.server_conn import BODY_BYTES_PER_S, Limits
 from aimeter.gateway.sse import SHORT_EVENT_BYTES, StreamScanner
 from aimeter.gateway.usage_openai import OpenAIChatStream
+from tests.unit.test_gateway_server import App, connect, read_response, serving
 from tests.unit.test_sse import USAGE, chunk
 
 PIECE = 64 * 1024
@@ -126,3 +128,31 @@ def test_the_answer_is_bytes_for_bytes_when_under_the_cap() -> None:
             server.close()
 
     uvloop.run(main())
+
+
+def test_a_slow_but_steady_upload_outlives_the_body_deadline_and_a_dribble_does_not() -> None:
+    """The body deadline grows by one second per BODY_BYTES_PER_S received: a big body on a slow link
+    completes, a byte now and then is answered 408 once the deadline passes."""
+    with serving(App(), limits=Limits(head_s=1.0, body_s=0.3)) as (_, port):
+        piece = b"x" * BODY_BYTES_PER_S
+        with connect(port) as sock:
+            sock.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % (6 * len(piece)))
+            for _ in range(6):  # 0.9 s in all, three times the deadline, at ~420 KB/s
+                time.sleep(0.15)
+                sock.sendall(piece)
+            status, _, body = read_response(sock, bytearray())
+            assert (status, len(body)) == (200, 6 * len(piece))
+        with connect(port) as sock:
+            sock.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n")
+            started = time.monotonic()
+            sock.settimeout(0.1)
+            reply = b""
+            for _ in range(30):  # one byte every ~0.1 s
+                try:
+                    sock.sendall(b"x")
+                    reply = sock.recv(12)
+                    break
+                except TimeoutError:
+                    continue
+            assert reply == b"HTTP/1.1 408"
+            assert time.monotonic() - started < 1.5

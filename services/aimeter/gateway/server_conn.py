@@ -27,6 +27,7 @@ App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers; beyond this: 431
 MAX_HEADERS = 256
+BODY_BYTES_PER_S = 64 * 1024  # a body arriving at least this fast is never cut by the body deadline
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 _METHODS = {m: m.decode() for m in (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 
@@ -39,9 +40,10 @@ class Limits:
     """The server's own limits on what a client may hold: they are the server's, a client cannot raise them.
 
     ``head_s``: a request head must be complete this long after its first byte (a new connection: after it
-    opened); ``body_s``: a request body must be complete this long after its head; ``per_peer``: open
-    connections one client address may hold (0: no cap). Each is checked where it changes (a connection
-    opens, a read leaves a request incomplete), never per request on the common path.
+    opened); ``body_s``: a request body must be complete this long after its head, plus one second per
+    ``BODY_BYTES_PER_S`` received (a big upload on a slow link goes on, one byte now and then does not);
+    ``per_peer``: open connections one client address may hold (0: no cap). Each is checked where it
+    changes (a connection opens, a read leaves a request incomplete), never per request on the common path.
     """
 
     __slots__ = ("body_s", "head_s", "per_peer")
@@ -346,6 +348,7 @@ class Connection(asyncio.Protocol):
                 return  # its deadline runs already
             self.deadline = now + limits.head_s
         elif self.parsing is self.watched:
+            self.deadline += size / BODY_BYTES_PER_S  # progress buys time; a dribble buys next to none
             return
         else:
             self.watched = self.parsing

@@ -396,6 +396,7 @@ def test_gateway_and_pricer_start_with_kafka_down_then_kafka_started(cold):
         log = cold.stack.child(part).log_path.read_text()
         assert "Traceback" not in log, log[-3000:]
         # librdkafka's log: one line when the broker is unreachable, one when it answers again
+        print(f"{part} log about Kafka:\n" + "".join(ln for ln in log.splitlines(keepends=True) if "Kafka" in ln))
         assert log.count("unreachable") <= 2, log[-3000:]
 
 

@@ -313,16 +313,20 @@ class KafkaPublisher:
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush; anything still undelivered after ``timeout`` is purged into the spool, not lost."""
-        remaining = self._producer.flush(timeout)
-        if remaining:
-            self._producer.purge()
-            self._producer.flush(1.0)  # serves the purge delivery reports, which spool the events
+        kept_elsewhere = self.stats.held + self.stats.dropped
+        if self._producer.flush(timeout):
+            self._producer.purge()  # every queued or in-flight event gets a failure report: it is spooled
+            # Serve the reports until the queue stops shrinking: len() also counts librdkafka's own requests,
+            # e.g. one waiting for a broker that is down, which never leaves.
+            last, deadline = -1, time.monotonic() + 5.0
+            while (left := self._producer.flush(0.2)) and left != last and time.monotonic() < deadline:
+                last = left
         self._stop.set()
         if self._poller.is_alive():
             self._poller.join(timeout=5)
         self.journal.close()
-        # Every event is now in Kafka or in the spool, unless the spool failed: then the journal keeps them.
-        if len(self._producer) == 0 and self._spool_state.since is None:
+        # Every event is now in Kafka or in the spool, unless the spool refused one during this stop.
+        if self.stats.held + self.stats.dropped == kept_elsewhere:
             self.retire_settled(everything=True)
         else:
             self.retire_settled()

@@ -19,9 +19,9 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from aimeter.events import TokenUsage, UsageSource
-from aimeter.gateway.usage_anthropic import AnthropicStream, from_anthropic_body
-from aimeter.gateway.usage_gemini import GeminiStream, from_gemini_body
-from aimeter.gateway.usage_ollama import OllamaStream, from_ollama_body
+from aimeter.gateway.providers.anthropic import AnthropicStream, from_anthropic_body
+from aimeter.gateway.providers.gemini import GeminiStream, from_gemini_body
+from aimeter.gateway.providers.ollama import OllamaStream, from_ollama_body
 from tests.fixtures.fake_upstream import (
     CACHING,
     EXPECTED,

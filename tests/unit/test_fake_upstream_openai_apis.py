@@ -28,7 +28,7 @@ from aimeter.fake_upstream.bodies import (
     read_responses,
 )
 from aimeter.fake_upstream.plan import parse_directive, plan_for
-from aimeter.gateway.usage_openai import (
+from aimeter.gateway.providers.openai import (
     OpenAIChatStream,
     OpenAICompletionsStream,
     ResponsesStream,

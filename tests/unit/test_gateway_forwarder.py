@@ -15,7 +15,7 @@ import pytest
 import uvloop
 
 from aimeter.events import Status, UsageSource
-from aimeter.gateway.apis import OPENAI_CHAT
+from aimeter.gateway.providers.openai import OPENAI_CHAT
 from aimeter.gateway.proxy import Call, Forwarder, Outcome
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from aimeter.events import UsageSource
 from aimeter.gateway.http1 import UpstreamTooLargeError
 from aimeter.gateway.http1_pool import Pool
+from aimeter.gateway.providers.openai import OpenAIChatStream
 from aimeter.gateway.server_conn import BODY_BYTES_PER_S, Limits
 from aimeter.gateway.sse import SHORT_EVENT_BYTES, StreamScanner
-from aimeter.gateway.usage_openai import OpenAIChatStream
 from tests.unit.test_gateway_server import App, connect, read_response, serving
 from tests.unit.test_sse import USAGE, chunk
 

@@ -5,10 +5,9 @@ from datetime import UTC, datetime
 import pytest
 
 from aimeter.config import parse_config
-from aimeter.gateway.apis import match_route
 from aimeter.gateway.attribution import AttributionError, attribution_for
 from aimeter.gateway.keys import new_key, split_key, verify
-from aimeter.gateway.upstream import upstream_headers, upstream_target
+from aimeter.gateway.providers import match_route, upstream_headers, upstream_target
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 

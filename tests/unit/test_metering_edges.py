@@ -14,13 +14,13 @@ import orjson
 import pytest
 
 from aimeter.events import Status, TokenUsage, UsageFlag, UsageSource
+from aimeter.gateway.providers.anthropic import AnthropicStream, from_anthropic_body
+from aimeter.gateway.providers.gemini import GeminiStream, from_gemini_body
+from aimeter.gateway.providers.ollama import OllamaStream
+from aimeter.gateway.providers.openai import OpenAIChatStream, ResponsesStream, from_openai_body, from_responses_body
 from aimeter.gateway.sse import StreamScanner
 from aimeter.gateway.streams import settle, stream_end, usage_flags, usage_problem
 from aimeter.gateway.usage import Extracted, implausible_output
-from aimeter.gateway.usage_anthropic import AnthropicStream, from_anthropic_body
-from aimeter.gateway.usage_gemini import GeminiStream, from_gemini_body
-from aimeter.gateway.usage_ollama import OllamaStream
-from aimeter.gateway.usage_openai import OpenAIChatStream, ResponsesStream, from_openai_body, from_responses_body
 
 PROMPT = {"model": "m", "stream": True, "max_tokens": 1024, "messages": [{"role": "user", "content": "x" * 400}]}
 

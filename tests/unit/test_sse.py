@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aimeter.events import UsageSource
+from aimeter.gateway.providers.openai import OpenAIChatStream
 from aimeter.gateway.sse import StreamScanner
-from aimeter.gateway.usage_openai import OpenAIChatStream
 
 
 def chunk(content: str | None, usage: dict | str | None = "absent", choices: bool = True) -> bytes:

@@ -15,9 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aimeter.events import UsageSource
-from aimeter.gateway.errors import anthropic_error
+from aimeter.gateway.providers.anthropic import AnthropicStream, anthropic_error, from_anthropic_body
 from aimeter.gateway.sse import StreamScanner
-from aimeter.gateway.usage_anthropic import AnthropicStream, from_anthropic_body
 
 # Messages API reference: the Message object.
 DOC_MESSAGE: dict[str, Any] = {

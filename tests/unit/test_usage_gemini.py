@@ -16,9 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aimeter.events import UsageSource
-from aimeter.gateway.errors import gemini_error
+from aimeter.gateway.providers.gemini import GeminiStream, from_gemini_body, gemini_error
 from aimeter.gateway.sse import StreamScanner
-from aimeter.gateway.usage_gemini import GeminiStream, from_gemini_body
 
 # Context-caching guide: 696190 of the 696219 prompt tokens came from the cache; total = prompt + candidates.
 CACHED_RESPONSE: dict[str, Any] = {

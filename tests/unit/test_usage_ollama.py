@@ -16,9 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aimeter.events import UsageSource
-from aimeter.gateway.errors import ollama_error
+from aimeter.gateway.providers.ollama import OllamaStream, from_ollama_body, ollama_error, ollama_streams
 from aimeter.gateway.sse import StreamScanner
-from aimeter.gateway.usage_ollama import OllamaStream, from_ollama_body, ollama_streams
 
 # docs.ollama.com/api/usage: a non-streaming /api/generate answer.
 DOC_GENERATE: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """OpenAI usage normalization, against the response shapes OpenAI documents."""
 
 from aimeter.events import UsageSource
-from aimeter.gateway.usage_openai import from_openai_body
+from aimeter.gateway.providers.openai import from_openai_body
 
 # Chat completion object as documented (usage block with both details objects).
 DOC_RESPONSE = {

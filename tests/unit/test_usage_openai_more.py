@@ -13,8 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aimeter.events import UsageSource
-from aimeter.gateway.sse import StreamScanner
-from aimeter.gateway.usage_openai import (
+from aimeter.gateway.providers.openai import (
     OpenAICompletionsStream,
     ResponsesStream,
     from_completions_body,
@@ -22,6 +21,7 @@ from aimeter.gateway.usage_openai import (
     from_openai_body,
     from_responses_body,
 )
+from aimeter.gateway.sse import StreamScanner
 
 # API reference, "The response object" (Responses API), verbatim apart from the elided text.
 DOC_RESPONSE: dict[str, Any] = {

@@ -18,9 +18,21 @@ from typing import NamedTuple
 
 from aimeter.fake_upstream.common import JsonDict, StreamParts, Usage, content_text, sse_event, text_pieces
 from aimeter.fake_upstream.plan import Plan
-from aimeter.gateway.errors import anthropic_type
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+
+# HTTP status -> error type, from Anthropic's errors page (docs.anthropic.com/en/api/errors). The fake keeps its
+# own copy on purpose: were it to import the gateway's table, a wrong mapping would be agreed on by both sides.
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 # status -> message, in the style of Anthropic's errors page; `{model}` is filled in.
 _MESSAGES = {
@@ -108,7 +120,8 @@ def stream(ids: Ids, plan: Plan) -> StreamParts:
 
 def error_object(status: int, message: str, request_id: str) -> JsonDict:
     """Anthropic's error shape: `{"type": "error", "error": {type, message}, "request_id"}`."""
-    return {"type": "error", "error": {"type": anthropic_type(status), "message": message}, "request_id": request_id}
+    err_type = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": err_type, "message": message}, "request_id": request_id}
 
 
 def simulated_error(status: int, model: str, request_id: str) -> JsonDict:

@@ -17,9 +17,24 @@ import orjson
 
 from aimeter.fake_upstream.common import JsonDict, StreamParts, Usage, content_text, partial, text_pieces
 from aimeter.fake_upstream.plan import Plan
-from aimeter.gateway.errors import google_status
 
 FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS"}
+
+# HTTP status -> google.rpc.Code name, from the Gemini API troubleshooting guide and google.rpc's code.proto
+# mapping. The fake keeps its own copy on purpose: a wrong mapping in the gateway must not be copied here.
+RPC_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 # status -> message, as the Gemini troubleshooting guide words them; `{model}` is filled in.
 _MESSAGES = {
@@ -74,7 +89,8 @@ def _chunks(plan: Plan, response_id: str) -> list[JsonDict]:
 
 def error_object(status: int, message: str) -> JsonDict:
     """Google's error shape: `{"error": {code, message, status}}`."""
-    return {"error": {"code": status, "message": message, "status": google_status(status)}}
+    rpc = RPC_STATUSES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+    return {"error": {"code": status, "message": message, "status": rpc}}
 
 
 def simulated_error(status: int, model: str) -> JsonDict:

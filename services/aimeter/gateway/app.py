@@ -1,7 +1,7 @@
-"""The gateway as a raw ASGI app: routing by path table, no framework on the hot path.
+"""The gateway as a raw ASGI app served by ``server.py``: routing by the provider registry's tables, no framework.
 
-DESIGN.md measured raw ASGI on uvicorn at ~2.4x FastAPI routing; it is now served by ``server.py``
-(uvicorn stays selectable). The request path is:
+Raw ASGI measured ~2.4x FastAPI routing. Nothing here names a provider: routes, keys, upstream URLs, usage and
+error shapes come from ``aimeter.gateway.providers``. The request path is:
 route -> key -> body -> model -> backend -> forward -> relay -> hand the event to the publisher.
 """
 
@@ -14,22 +14,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import parse_qs
 
 import orjson
 
 from aimeter.config import Backend, GatewayConfig, ModelRoute, resolve_credential
 from aimeter.events import Attribution, Status, UsageSource
 from aimeter.events.ids import new_event_id
-from aimeter.gateway.apis import GEMINI, Match, match_route
 from aimeter.gateway.attribution import AttributionError, attribution_for
-from aimeter.gateway.errors import openai_error
 from aimeter.gateway.event_json import encode_usage_event
 from aimeter.gateway.http1 import MAX_BODY
 from aimeter.gateway.keys import KeyFile, KeyRecord, verify
+from aimeter.gateway.providers import (
+    match_route,
+    model_list_for,
+    presented_key,
+    upstream_headers,
+    upstream_target,
+)
+from aimeter.gateway.providers.base import Match, ModelList
+from aimeter.gateway.providers.openai import openai_error
 from aimeter.gateway.proxy import Call, Forwarder, Outcome, Receive, Send, now, prepare_body, send_json
 from aimeter.gateway.streams import settle, usage_flags, usage_problem
-from aimeter.gateway.upstream import upstream_headers, upstream_target
 from aimeter.gateway.usage import Extracted
 
 log = logging.getLogger(__name__)
@@ -89,17 +94,6 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-def presented_key(headers: dict[str, str], query: str) -> str:
-    """The gateway key, sent the way each SDK sends its own API key (``query``: Gemini routes only)."""
-    auth = headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    for name in ("x-api-key", "api-key", "x-goog-api-key"):
-        if headers.get(name):
-            return headers[name].strip()
-    return (parse_qs(query).get("key") or [""])[0]
 
 
 def body_user(request: dict[str, Any]) -> str:
@@ -171,6 +165,12 @@ class Gateway:
                         "headers": [(b"content-type", b"text/plain; version=0.0.4")]})
             await send({"type": "http.response.body", "body": text})
             return
+        if method == "GET":
+            headers = _headers(scope)
+            listing = model_list_for(path, headers)
+            if listing is not None:
+                await self._list_models(listing, headers, scope, send)
+                return
         match = match_route(path)
         if match is None:
             await send_json(send, 404, openai_error(404, f"no route for {method} {path}"))
@@ -195,6 +195,20 @@ class Gateway:
         if record is None:
             raise Rejected(401, "unknown or revoked gateway API key")
         return record
+
+    async def _list_models(self, listing: ModelList, headers: dict[str, str], scope: dict[str, Any],
+                           send: Send) -> None:
+        """``GET`` a model list: the configured models whose backend speaks the list's API, in its shape."""
+        query = scope.get("query_string", b"").decode("latin-1") if listing.key_in_query else ""
+        try:
+            self._authenticate(headers, query)
+        except Rejected as exc:
+            await send_json(send, exc.status, listing.error(exc.status, exc.message, exc.param))
+            return
+        backends = self.config.backends
+        models = [(name, backends[route.backend]) for name, route in self.config.models.items()
+                  if backends[route.backend].kind in listing.kinds]
+        await send_json(send, 200, listing.render(models))
 
     async def _parse(self, match: Match, headers: dict[str, str], receive: Receive, key: KeyRecord | None) -> Request:
         declared = headers.get("content-length", "")
@@ -238,7 +252,7 @@ class Gateway:
                                 "retry later")
         headers = _headers(scope)
         query = scope.get("query_string", b"").decode("latin-1")
-        key = self._authenticate(headers, query if match.spec is GEMINI else "")  # ?key= is Gemini's way only
+        key = self._authenticate(headers, query if match.spec.key_in_query else "")  # ?key=: Gemini's way only
         held = self._take_slot(key)
         try:
             await self._serve(match, receive, send, headers=headers, query=query, key=key, started=started)

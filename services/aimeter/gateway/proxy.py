@@ -1,4 +1,4 @@
-"""Forwarding one request upstream and recording what happened, for any API in the ``apis`` table.
+"""Forwarding one request upstream and recording what happened, for any API a provider unit declares.
 
 The body goes upstream as the client sent it (re-encoded only when we must add
 ``stream_options.include_usage`` or rewrite an alias), and the answer comes back unchanged.
@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 
 from aimeter.events import Status, TokenUsage, UsageSource
-from aimeter.gateway.apis import ApiSpec
 from aimeter.gateway.http1 import MAX_BODY, Response, UpstreamError, UpstreamTooLargeError
 from aimeter.gateway.http1_pool import Pool
+from aimeter.gateway.providers.base import ApiSpec
 from aimeter.gateway.sse import StreamScanner
 from aimeter.gateway.streams import stream_end
 from aimeter.gateway.usage import Extracted

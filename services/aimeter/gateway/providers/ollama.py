@@ -1,4 +1,6 @@
-"""Ollama native API usage (``/api/chat``, ``/api/generate``): counts and GPU time in the final object.
+"""The Ollama native API unit (``/api/chat``, ``/api/generate``): upstream ``<base_url>`` + path, a bearer
+credential if one is configured, ``{"error": "<message>"}`` errors, and usage: counts and GPU time in the final
+object.
 
 Per Ollama's usage docs the final object (``done: true``) carries ``prompt_eval_count`` (input tokens),
 ``eval_count`` (output tokens) and durations in nanoseconds. Newer versions add
@@ -23,7 +25,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
+from aimeter.config import BackendKind
 from aimeter.events import TokenUsage, UsageSource
+from aimeter.gateway.providers.base import ApiSpec, Provider
 from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count, joined
 
 _COUNT_KEYS = ("prompt_eval_count", "eval_count")
@@ -117,3 +123,20 @@ class OllamaStream:
         if self.error:
             return replace(got, problem=joined(got.problem, self.error), error_type=error)
         return got
+
+
+def ollama_error(_status: int, message: str, _param: str | None = None) -> bytes:
+    """Ollama's error body: {"error": "<message>"} (the HTTP status carries the class)."""
+    return orjson.dumps({"error": message})
+
+
+OLLAMA = frozenset({BackendKind.OLLAMA})
+OLLAMA_CHAT = ApiSpec("ollama.chat", OLLAMA, from_ollama_body, OllamaStream, ollama_error, "/api/chat",
+                      is_stream=ollama_streams, ndjson=True)
+OLLAMA_GENERATE = ApiSpec("ollama.generate", OLLAMA, from_ollama_body, OllamaStream, ollama_error, "/api/generate",
+                          is_stream=ollama_streams, ndjson=True)
+PROVIDER = Provider(
+    "ollama", OLLAMA,
+    routes={"/api/chat": OLLAMA_CHAT, "/api/generate": OLLAMA_GENERATE},
+    credential=("authorization", "Bearer "),
+)

@@ -1,4 +1,6 @@
-"""Gemini ``generateContent`` / ``streamGenerateContent`` usage (``usageMetadata``).
+"""The Gemini unit: ``/{v1,v1beta}/models/<model>:{generateContent,streamGenerateContent}``, key in
+``x-goog-api-key`` or ``?key=``, upstream ``<base_url>/<version>/models/<model>:<method>`` (``?alt=sse`` kept),
+Google's error shape, ``GET /v1beta/models`` (``models.list``), and usage (``usageMetadata``), whole and streamed.
 
 What the API reference says, and how it maps (genai-prices' Gemini extractor agrees):
 
@@ -19,11 +21,20 @@ would multiply the prompt. Without ``alt=sse`` Gemini streams one JSON array of 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
+import orjson
+
+from aimeter.config import BackendKind
 from aimeter.events import TokenUsage, UsageSource
+from aimeter.gateway.providers.base import ApiSpec, Match, ModelList, Provider, query_value
 from aimeter.gateway.usage import NO_USAGE, Extracted, RunningCounts, checked, count, error_label, joined
+
+if TYPE_CHECKING:
+    from aimeter.config import Backend
 
 
 def _modality(usage: Mapping[str, Any], key: str, modality: str) -> int:
@@ -179,3 +190,67 @@ class GeminiStream:
         cut = "stream ended before a finishReason; usage is the last chunk's running count"
         return _checked(self.usage, self.model, UsageSource.ESTIMATED, joined(self.problem, cut), error=error,
                         flags=flags)
+
+
+# --- errors: google.rpc.Code names with their documented HTTP mapping (Gemini troubleshooting guide) ---
+
+_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def google_status(status: int) -> str:
+    """The google.rpc status name Gemini puts next to an HTTP code (unlisted 4xx/5xx: the closest class)."""
+    return _STATUSES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+
+
+def gemini_error(status: int, message: str, _param: str | None = None) -> bytes:
+    """Gemini's (Google API) error body: {"error": {"code", "message", "status"}}."""
+    return orjson.dumps({"error": {"code": status, "message": message, "status": google_status(status)}})
+
+
+# --- model list: GET /v1beta/models (models.list), one page, no nextPageToken ---
+
+def render_models(models: list[tuple[str, Backend]]) -> bytes:
+    return orjson.dumps({"models": [
+        {"name": f"models/{name}", "displayName": name,
+         "supportedGenerationMethods": ["generateContent", "streamGenerateContent"]} for name, _ in models]})
+
+
+# --- route and upstream ---
+
+def gemini_streams(_request: dict[str, Any], method: str) -> bool:
+    """Gemini streams by method name, not by a body field."""
+    return method == "streamGenerateContent"
+
+
+def target(base: str, match: Match, upstream_model: str, query: str) -> str:
+    alt = "?alt=sse" if query_value(query, "alt") == "sse" else ""
+    return f"{base}/{match.version or 'v1beta'}/models/{quote(upstream_model, safe='')}:{match.method}{alt}"
+
+
+GEMINI_KINDS = frozenset({BackendKind.GEMINI})
+GEMINI = ApiSpec("gemini.generate_content", GEMINI_KINDS, from_gemini_body, GeminiStream, gemini_error, "",
+                 is_stream=gemini_streams, model_in_path=True, key_in_query=True)
+PROVIDER = Provider(
+    "gemini", GEMINI_KINDS,
+    routes={},
+    patterns=((re.compile(r"/(?P<version>v1beta|v1)/models/(?P<model>[A-Za-z0-9._-]{1,128})"
+                          r":(?P<method>generateContent|streamGenerateContent)"), GEMINI),),
+    key_header="x-goog-api-key",
+    credential=("x-goog-api-key", ""),
+    target=target,
+    model_lists=(ModelList("/v1beta/models", GEMINI_KINDS, render_models, gemini_error, key_in_query=True),),
+)

@@ -1,6 +1,8 @@
-"""OpenAI usage: Chat Completions, legacy Completions, Embeddings and the Responses API.
+"""The OpenAI API unit: Chat Completions, legacy Completions, Embeddings and the Responses API.
 
-Chat Completions and legacy Completions are also what vLLM, SGLang, TGI and llama.cpp speak.
+Routes ``/v1/...``, the key as ``Authorization: Bearer``, upstream ``<base_url>`` + path (the base ends in
+``/v1``), the error shape, ``GET /v1/models``, and usage extraction, whole and streamed. Chat Completions
+and legacy Completions are also what vLLM, SGLang, TGI and llama.cpp speak (``openai_compatible``).
 
 The rule that matters most: OpenAI's ``prompt_tokens`` (and the Responses API's ``input_tokens``)
 already *include* cached tokens, so cached tokens are recorded as a subset and never added on top
@@ -29,9 +31,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from aimeter.config import BackendKind
 from aimeter.events import TokenUsage, UsageSource
+from aimeter.gateway.providers.base import ApiSpec, ModelList, Provider, never
 from aimeter.gateway.usage import (
     NO_USAGE,
     Extracted,
@@ -42,6 +48,9 @@ from aimeter.gateway.usage import (
     error_label,
     joined,
 )
+
+if TYPE_CHECKING:
+    from aimeter.config import Backend
 
 _Field = tuple[Mapping[str, Any] | None, str]
 
@@ -326,3 +335,54 @@ class ResponsesStream:
         if self.error:
             return replace(got, problem=joined(got.problem, self.error), error_type=got.error_type or self.error_type)
         return got
+
+
+# --- errors: OpenAI's documented error body, so the SDKs raise their usual typed exceptions ---
+
+_ERROR_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    404: ("invalid_request_error", "model_not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("requests", "rate_limit_exceeded"),  # as OpenAI's own 429 (the SDKs raise RateLimitError on the status)
+    502: ("api_error", "bad_gateway"),
+    503: ("api_error", "service_unavailable"),
+    504: ("api_error", "upstream_timeout"),
+}
+
+
+def openai_error(status: int, message: str, param: str | None = None) -> bytes:
+    """OpenAI's documented error body: {"error": {"message", "type", "param", "code"}}."""
+    err_type, code = _ERROR_TYPES.get(status, ("api_error", None))
+    return orjson.dumps({"error": {"message": message, "type": err_type, "param": param, "code": code}})
+
+
+# --- model list: GET /v1/models in OpenAI's list shape (the openai SDK's client.models.list()) ---
+
+def render_models(models: list[tuple[str, Backend]]) -> bytes:
+    """OpenAI's ``list`` of ``model`` objects; ``created`` is unknown to the gateway, so 0."""
+    return orjson.dumps({"object": "list", "data": [
+        {"id": name, "object": "model", "created": 0, "owned_by": backend.provider} for name, backend in models]})
+
+
+# --- routes and upstream ---
+
+OPENAI_LIKE = frozenset({BackendKind.OPENAI, BackendKind.OPENAI_COMPATIBLE})
+SPEAKS_CHAT = OPENAI_LIKE | {BackendKind.AZURE_OPENAI}  # Azure serves the same shapes (its unit adds the routes)
+OPENAI_CHAT = ApiSpec("openai.chat", SPEAKS_CHAT, from_openai_body, OpenAIChatStream, openai_error,
+                      "/chat/completions", inject_usage=True)
+OPENAI_COMPLETIONS = ApiSpec("openai.completions", SPEAKS_CHAT, from_completions_body, OpenAICompletionsStream,
+                             openai_error, "/completions", inject_usage=True)
+OPENAI_EMBEDDINGS = ApiSpec("openai.embeddings", SPEAKS_CHAT, from_embeddings_body, None, openai_error,
+                            "/embeddings", is_stream=never)
+OPENAI_RESPONSES = ApiSpec("openai.responses", OPENAI_LIKE, from_responses_body, ResponsesStream, openai_error,
+                           "/responses")
+
+PROVIDER = Provider(
+    "openai", OPENAI_LIKE,
+    routes={"/v1/chat/completions": OPENAI_CHAT, "/v1/completions": OPENAI_COMPLETIONS,
+            "/v1/embeddings": OPENAI_EMBEDDINGS, "/v1/responses": OPENAI_RESPONSES},
+    key_header="authorization",
+    credential=("authorization", "Bearer "),
+    model_lists=(ModelList("/v1/models", SPEAKS_CHAT, render_models, openai_error),),
+)

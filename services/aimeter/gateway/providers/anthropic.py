@@ -1,4 +1,5 @@
-"""Anthropic Messages usage (``/v1/messages``), whole answers and SSE streams.
+"""The Anthropic Messages unit (``/v1/messages``): key in ``x-api-key``, upstream ``<base_url>/v1/messages``
+with ``anthropic-version``, the error shape, ``GET /v1/models`` in Anthropic's shape, and usage, whole and SSE.
 
 Anthropic's ``input_tokens`` EXCLUDES cached tokens. Per Anthropic's docs, "total input tokens in a
 request is the summation of input_tokens, cache_creation_input_tokens, and cache_read_input_tokens",
@@ -15,10 +16,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from aimeter.config import BackendKind
 from aimeter.events import TokenUsage, UsageSource
+from aimeter.gateway.providers.base import ApiSpec, ModelList, Provider
 from aimeter.gateway.usage import NO_USAGE, Extracted, RunningCounts, checked, count, details, error_label, joined
+
+if TYPE_CHECKING:
+    from aimeter.config import Backend
 
 
 def _cache_writes(usage: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -161,3 +169,61 @@ class AnthropicStream:
         cut = "stream ended before message_delta; output_tokens is message_start's provisional count"
         return _checked(self.usage, self.model, UsageSource.ESTIMATED, joined(self.error, cut), error=self.error_type,
                         flags=flags)
+
+
+# --- errors: Anthropic's errors page, one error type per HTTP status; other 4xx are invalid_request_error ---
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's error ``type`` for an HTTP status (unlisted 5xx are ``api_error``)."""
+    return _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def anthropic_error(status: int, message: str, _param: str | None = None) -> bytes:
+    """Anthropic's error body: {"type": "error", "error": {"type", "message"}}."""
+    return orjson.dumps({"type": "error", "error": {"type": anthropic_type(status), "message": message}})
+
+
+# --- model list: GET /v1/models as the anthropic SDK's client.models.list() reads it ---
+
+def render_models(models: list[tuple[str, Backend]]) -> bytes:
+    """One page holding every model (``has_more`` false); ``created_at`` is unknown to the gateway: the epoch."""
+    data = [{"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
+            for name, _ in models]
+    return orjson.dumps({"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                         "last_id": data[-1]["id"] if data else None})
+
+
+def claims_models_request(headers: Mapping[str, str]) -> bool:
+    """OpenAI's and Anthropic's SDKs both call ``GET /v1/models``: Anthropic's always sends ``anthropic-version``
+    (and its key in ``x-api-key``, where OpenAI's sends ``Authorization: Bearer``)."""
+    return "anthropic-version" in headers or ("x-api-key" in headers and "authorization" not in headers)
+
+
+# --- route and upstream ---
+
+ANTHROPIC_VERSION = "2023-06-01"
+ANTHROPIC = frozenset({BackendKind.ANTHROPIC})
+ANTHROPIC_MESSAGES = ApiSpec("anthropic.messages", ANTHROPIC, from_anthropic_body, AnthropicStream, anthropic_error,
+                             "/v1/messages")
+PROVIDER = Provider(
+    "anthropic", ANTHROPIC,
+    routes={"/v1/messages": ANTHROPIC_MESSAGES},
+    key_header="x-api-key",
+    credential=("x-api-key", ""),
+    pass_through=("anthropic-version", "anthropic-beta"),  # they change the upstream's behaviour, not who pays
+    default_headers={"anthropic-version": ANTHROPIC_VERSION},
+    model_lists=(ModelList("/v1/models", ANTHROPIC, render_models, anthropic_error,
+                           claims=claims_models_request),),
+)

@@ -1,0 +1,131 @@
+"""Provider API units and the registry the generic proxy reads.
+
+Each module is one provider API and owns everything about it: its routes, where the client's key is,
+its upstream URL and credential header, usage extraction (whole and streamed), its error shape and
+its model list.
+
+    base.py       ApiSpec, Match, Provider, ModelList: what a unit declares
+    openai.py     OpenAI Chat / Completions / Embeddings / Responses (also vLLM, SGLang, TGI, llama.cpp)
+    azure.py      Azure OpenAI deployment URLs (OpenAI's shapes and usage)
+    anthropic.py  Anthropic Messages
+    gemini.py     Gemini generateContent / streamGenerateContent
+    ollama.py     Ollama's native /api/chat and /api/generate
+
+Adding a provider is one new module plus one row in ``PROVIDERS`` (and its backend kind's name in
+``config.BackendKind``). The tables below are built once at import, so a request pays one dict lookup to
+find its API and one to find its backend's provider.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import parse_qs
+
+from aimeter.config import Backend, BackendKind
+from aimeter.gateway.providers import anthropic, azure, gemini, ollama, openai
+from aimeter.gateway.providers.base import SAFE_VALUE, ApiSpec, Match, ModelList, Provider
+
+# Order matters only where two units read the same thing: the client's key headers are tried in this order.
+PROVIDERS: tuple[Provider, ...] = (openai.PROVIDER, anthropic.PROVIDER, azure.PROVIDER, gemini.PROVIDER,
+                                   ollama.PROVIDER)
+
+
+def _fixed_routes() -> dict[str, ApiSpec]:
+    routes: dict[str, ApiSpec] = {}
+    for provider in PROVIDERS:
+        for path, spec in provider.routes.items():
+            if path in routes:
+                raise ValueError(f"route {path} is declared by two provider units")
+            routes[path] = spec
+    return routes
+
+
+def _by_kind() -> dict[BackendKind, Provider]:
+    by_kind: dict[BackendKind, Provider] = {}
+    for provider in PROVIDERS:
+        for kind in provider.kinds:
+            if kind in by_kind:
+                raise ValueError(f"backend kind {kind} is claimed by {by_kind[kind].name} and {provider.name}")
+            by_kind[kind] = provider
+    missing = set(BackendKind) - set(by_kind)
+    if missing:
+        raise ValueError(f"no provider unit calls backends of kind {sorted(missing)}")
+    return by_kind
+
+
+FIXED_ROUTES = _fixed_routes()
+PATTERN_ROUTES: tuple[tuple[re.Pattern[str], ApiSpec], ...] = tuple(
+    pair for provider in PROVIDERS for pair in provider.patterns)
+BY_KIND = _by_kind()
+# Header names a client's SDK puts its key in, besides ``Authorization: Bearer``, in registry order.
+KEY_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(
+    p.key_header for p in PROVIDERS if p.key_header and p.key_header != "authorization"))
+# GET path -> the model lists answering on it, the ones with a ``claims`` test first.
+MODEL_LISTS: dict[str, tuple[ModelList, ...]] = {}
+for _list in sorted((m for p in PROVIDERS for m in p.model_lists), key=lambda m: m.claims is None):
+    MODEL_LISTS[_list.path] = (*MODEL_LISTS.get(_list.path, ()), _list)
+
+
+def match_route(path: str) -> Match | None:
+    """Which API a request path is; None for paths the gateway does not serve."""
+    spec = FIXED_ROUTES.get(path)
+    if spec is not None:
+        return Match(spec)
+    for pattern, spec in PATTERN_ROUTES:
+        found = pattern.fullmatch(path)
+        if found:
+            groups = found.groupdict()
+            return Match(spec, groups.get("model") or "", groups.get("method") or "", groups.get("version") or "")
+    return None
+
+
+def model_list_for(path: str, headers: Mapping[str, str]) -> ModelList | None:
+    """The model list a ``GET path`` asks for (None: not a model-list path)."""
+    lists = MODEL_LISTS.get(path)
+    if lists is None:
+        return None
+    return next((m for m in lists if m.claims is None or m.claims(headers)), None)
+
+
+def presented_key(headers: Mapping[str, str], query: str) -> str:
+    """The gateway key, sent the way each SDK sends its own API key (``query``: routes that take ``?key=`` only)."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    for name in KEY_HEADERS:
+        if headers.get(name):
+            return headers[name].strip()
+    return (parse_qs(query).get("key") or [""])[0] if query else ""
+
+
+_BASES: dict[int, tuple[object, str]] = {}  # id(base_url) -> (base_url, its text): str() of a URL model is not free
+
+
+def _base(backend: Backend) -> str:
+    url = backend.base_url
+    entry = _BASES.get(id(url))
+    if entry is None or entry[0] is not url:  # the object is kept in the entry, so its id is never reused
+        entry = _BASES[id(url)] = (url, str(url).rstrip("/"))
+    return entry[1]
+
+
+def upstream_target(backend: Backend, match: Match, upstream_model: str, query: str) -> str:
+    """The full upstream URL for this call: decided from the config only, never by the client."""
+    return BY_KIND[backend.kind].target(_base(backend), match, upstream_model, query)
+
+
+def upstream_headers(backend: Backend, credential: str | None, client_headers: Mapping[str, str]) -> dict[str, str]:
+    """Content type, the provider credential in the provider's own header, and safe pass-through headers."""
+    provider = BY_KIND[backend.kind]
+    headers = {"content-type": "application/json"}
+    for name in provider.pass_through:
+        value = client_headers.get(name)
+        if value is not None and SAFE_VALUE.fullmatch(value):
+            headers[name] = value
+    for name, value in provider.default_headers.items():
+        headers.setdefault(name, value)
+    if credential:
+        name, prefix = provider.credential
+        headers[name] = prefix + credential
+    return headers

@@ -1,6 +1,7 @@
 """The Gemini unit: ``/{v1,v1beta}/models/<model>:{generateContent,streamGenerateContent}``, key in
 ``x-goog-api-key`` or ``?key=``, upstream ``<base_url>/<version>/models/<model>:<method>`` (``?alt=sse`` kept),
-Google's error shape, ``GET /v1beta/models`` (``models.list``), and usage (``usageMetadata``), whole and streamed.
+Google's error shape, ``models.list`` (``GET /v1beta/models``, or ``/v1/models`` with Google's headers),
+and usage (``usageMetadata``), whole and streamed.
 
 What the API reference says, and how it maps (genai-prices' Gemini extractor agrees):
 
@@ -221,12 +222,17 @@ def gemini_error(status: int, message: str, _param: str | None = None) -> bytes:
     return orjson.dumps({"error": {"code": status, "message": message, "status": google_status(status)}})
 
 
-# --- model list: GET /v1beta/models (models.list), one page, no nextPageToken ---
+# --- model list: models.list, one page, no nextPageToken ---
 
 def render_models(models: list[tuple[str, Backend]]) -> bytes:
     return orjson.dumps({"models": [
         {"name": f"models/{name}", "displayName": name,
          "supportedGenerationMethods": ["generateContent", "streamGenerateContent"]} for name, _ in models]})
+
+
+def claims_models_request(headers: Mapping[str, str]) -> bool:
+    """google-genai calls ``GET /v1/models`` too (OpenAI's path): it always sends ``x-goog-api-client``."""
+    return "x-goog-api-client" in headers or "x-goog-api-key" in headers
 
 
 # --- route and upstream ---
@@ -252,5 +258,7 @@ PROVIDER = Provider(
     key_header="x-goog-api-key",
     credential=("x-goog-api-key", ""),
     target=target,
-    model_lists=(ModelList("/v1beta/models", GEMINI_KINDS, render_models, gemini_error, key_in_query=True),),
+    model_lists=(ModelList("/v1beta/models", GEMINI_KINDS, render_models, gemini_error, key_in_query=True),
+                 ModelList("/v1/models", GEMINI_KINDS, render_models, gemini_error, key_in_query=True,
+                           claims=claims_models_request)),
 )

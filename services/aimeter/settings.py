@@ -38,8 +38,6 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=1, le=65535)
     gateway_id: str = "gw-1"
-    gateway_server: Literal["native", "uvicorn"] = Field(
-        "native", description="native: the gateway's own HTTP/1.1 server; uvicorn: the fallback, for comparison.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     upstream_timeout_s: float = Field(600.0, gt=0)
     upstream_max_body_bytes: int = Field(

@@ -1,17 +1,15 @@
-"""Runs the gateway process: our HTTP/1.1 server (or uvicorn) serving the raw ASGI app, with the Kafka publisher.
+"""Runs the gateway process: its own HTTP/1.1 server (``server.py``) serving the raw ASGI app, with the publisher.
 
-``AIMETER_GATEWAY_SERVER=native`` (default) is ``aimeter.gateway.server``, built for this app's hot path;
-``uvicorn`` stays selectable to compare the two and as an operator fallback.
+One server: the uvicorn fallback was dropped, since the deadlines, per-address cap and cancellation of abandoned
+requests (SECURITY.md) exist only in ``server.py``, and no test or operator needed the other.
 """
 
 from __future__ import annotations
 
 import gc
 import signal
-import socket
 import sys
 
-import uvicorn
 import uvloop
 
 from aimeter.config import GatewayConfig
@@ -38,15 +36,6 @@ def _tune_gc() -> None:
     gc.set_threshold(7000, 10, 10)
 
 
-class _UvicornServer(uvicorn.Server):
-    """uvicorn (AIMETER_GATEWAY_SERVER=uvicorn), with the same garbage-collector settings after startup."""
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if not self.should_exit:
-            _tune_gc()
-
-
 def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
     """Serve until SIGTERM/SIGINT, then flush the publisher; undelivered events go to the spool."""
     ensure_topics_in_background(bootstrap, "gateway")  # the gateway serves (and journals) before Kafka answers
@@ -64,32 +53,20 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
                   upstream_max_body_bytes=settings.upstream_max_body_bytes,
                   max_concurrent_per_key=settings.max_concurrent_per_key)
     auth = f"keys from {settings.resolved_keys_file}" if keys else "NONE (auth=none: team from X-Aimeter-Team)"
-    print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}; auth: {auth}; "
-          f"server: {settings.gateway_server}", flush=True)
-    # uvicorn re-raises the signal that stopped it once it is done (the native server restores this handler);
-    # with the default SIGTERM action that would kill us before the publisher is flushed and undelivered
-    # events are spooled. Ignore it.
+    print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}; auth: {auth}", flush=True)
+    # The server restores this handler once it stops; with the default SIGTERM action a second signal would kill
+    # us before the publisher is flushed and undelivered events are spooled. Ignore it.
     signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        if settings.gateway_server == "native":
-            limits = Limits(settings.gateway_head_timeout_s, settings.gateway_body_timeout_s,
-                            settings.gateway_max_connections_per_peer)
-            server = Server(app, settings.gateway_host, settings.gateway_port, keep_alive_s=30.0,
-                            on_started=_tune_gc, limits=limits)
-            try:
-                uvloop.run(server.serve())
-            except StartupError as exc:
-                print(f"gateway: startup failed: {exc}", file=sys.stderr, flush=True)
-                raise SystemExit(3) from None
-        else:
-            # uvicorn's loop="uvloop" only applies when uvicorn creates the loop; we create it, so ask here.
-            uvloop.run(_UvicornServer(uvicorn.Config(
-                app, host=settings.gateway_host, port=settings.gateway_port, lifespan="on", access_log=False,
-                log_level="warning", loop="uvloop", http="httptools", timeout_keep_alive=30,
-                # No X-Forwarded-* rewriting (the gateway never uses the client address) and no Server/Date
-                # headers: work per request that nothing reads.
-                proxy_headers=False, server_header=False, date_header=False,
-            )).serve())
+        limits = Limits(settings.gateway_head_timeout_s, settings.gateway_body_timeout_s,
+                        settings.gateway_max_connections_per_peer)
+        server = Server(app, settings.gateway_host, settings.gateway_port, keep_alive_s=30.0,
+                        on_started=_tune_gc, limits=limits)
+        try:
+            uvloop.run(server.serve())
+        except StartupError as exc:
+            print(f"gateway: startup failed: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(3) from None
     finally:
         publisher.close()
         stats = publisher.stats

@@ -1,11 +1,15 @@
 # Benchmarks (see benchmarks/README.md). Tests and the stack have their own scripts: scripts/test, scripts/aimeter.
-.PHONY: bench bench-smoke bench-journal
+.PHONY: bench bench-smoke bench-journal bench-metrics
 
-bench:  ## full run (~25 min): writes benchmarks/results/{results.json,results.md,chart.png}
+bench:  ## full run (~25 min): writes benchmarks/results/{results.json,results.md,chart.png}; then the metrics' cost
 	BENCH_COMMAND="make bench" benchmarks/run.sh
+	$(MAKE) bench-metrics
 
 bench-smoke:  ## <1 min, tiny counts, results in a temp dir (what CI runs through the smoke test)
 	BENCH_COMMAND="make bench-smoke" benchmarks/run.sh --smoke
 
 bench-journal:  ## the gateway journal's CPU per event on the publish path (budget: 5 us), pinned to core 1
 	taskset -c 1 .venv/bin/python -m benchmarks.journal_micro
+
+bench-metrics:  ## the gateway's Prometheus updates, CPU per request (budget: 3 us), pinned to core 1
+	taskset -c 1 .venv/bin/python -m benchmarks.metrics_micro

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,19 @@ def aimeter_env(work: Path, bootstrap: str, config: Path, **settings: str) -> di
     env.update({"AIMETER_DATA_DIR": str(work), "AIMETER_KAFKA_BOOTSTRAP": bootstrap,
                 "AIMETER_CONFIG": str(config), **{f"AIMETER_{k.upper()}": v for k, v in settings.items()}})
     return env
+
+
+def emitted_events(target: Target, data_dir: Path) -> int:
+    """The gateway's count of usage events handed to Kafka, from its /metrics (the bearer token, once there is one,
+    is in the run's data dir; older versions served /metrics without one and ignore the header)."""
+    token_file = data_dir / "metrics_token"
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.exists() else {}
+    request = urllib.request.Request(target.url.split("/v1/")[0] + "/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("aimeter_events_emitted_total "):
+                return int(float(line.split()[-1]))
+    return -1
 
 
 def start_upstream(procs: Procs) -> tuple[Proc, int]:

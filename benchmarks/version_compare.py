@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def log(message: str) -> None:
     print(f"version-compare {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
-def emitted(target: suts.Target) -> int:
-    """Usage events the gateway handed on (its /metrics, whatever exposition it uses)."""
-    with urllib.request.urlopen(target.url.split("/v1/")[0] + "/metrics", timeout=10) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith("aimeter_events_emitted_total"):
-                return int(float(line.split()[-1]))
-    return -1
 
 
 def start(procs: Procs, name: str, env: dict[str, str], key: str, pythonpath: Path | None) -> suts.Target:
@@ -76,10 +66,10 @@ def compare(work: Path, base: Path, reps: int, seconds: float, connections: int)
         runs = []
         for rep in range(reps):
             for name in ("base", "head") if rep % 2 == 0 else ("head", "base"):
-                events = emitted(targets[name])
+                events = suts.emitted_events(targets[name], work)
                 result = phases.saturation(targets[name], payload, connections=connections, seconds=seconds,
                                            scratch=work)
-                result["events"] = emitted(targets[name]) - events
+                result["events"] = suts.emitted_events(targets[name], work) - events
                 runs.append({"rep": rep, "revision": name, **result})
                 log(f"rep {rep} {name}: {result['rps']:.0f} rps, {result['cpu_us_per_request']} us CPU/request, "
                     f"errors {result['errors']}, requests {result['requests']}, events {result['events']}")

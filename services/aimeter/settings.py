@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         "open", description="open: keep serving and count events that could not be kept; closed: answer 503, "
                             "before forwarding, while the journal has no room for the next event.")
     demo_upstream_port: int = Field(8090, ge=1, le=65535, description="`aimeter up --demo`: the fake upstream's port.")
+    metrics_token_file: Path | None = Field(
+        None, description="Bearer token for /metrics (gateway and pricer); default <data dir>/metrics_token, "
+                          "created 0600 on first start.")
+    pricer_metrics_port: int = Field(
+        8126, ge=0, le=65535, description="The pricer's /metrics, on 127.0.0.1 only; 0: not served.")
     pricer_group: str = "aimeter-pricer"
     fault_insert_fail_file: Path | None = Field(
         None, description="Tests only: while this file exists, the pricer's ClickHouse inserts fail.")
@@ -91,6 +96,10 @@ class Settings(BaseSettings):
     @property
     def resolved_spool_dir(self) -> Path:
         return self.spool_dir or self.data_dir / "spool"
+
+    @property
+    def resolved_metrics_token_file(self) -> Path:
+        return self.metrics_token_file or self.data_dir / "metrics_token"
 
     @property
     def resolved_keys_file(self) -> Path:

@@ -89,6 +89,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     config.write_text(CONFIG.format(port=upstream_port), encoding="utf-8")
     settings = Settings(data_dir=data, kafka_bootstrap=kafka_bootstrap, gateway_port=free_port(),
                         query_port=free_port(), pricer_group=f"pricer-{uuid.uuid4().hex[:8]}",
+                        pricer_metrics_port=free_port(),
                         config=config, max_body_bytes=1024 * 1024)
     running = Stack(settings, Path(config), fake_upstream_port=upstream_port)
     running.keys = issue_keys(settings)  # type: ignore[attr-defined]

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from aimeter.local.stack import Stack, settings_env
 from aimeter.settings import Settings
 from aimeter.store.client import query_endpoint_client
 from tests.integration.conftest import CONFIG
+from tests.integration.metrics_scrape import scrape, unlabeled
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +56,8 @@ class FaultStack:
         config.write_text(CONFIG.format(port=upstream), encoding="utf-8")
         self.settings = Settings(data_dir=root, kafka_bootstrap=self.kafka.bootstrap, gateway_port=free_port(),
                                  query_port=free_port(), pricer_group="pricer", config=config,
-                                 kafka_delivery_timeout_s=3.0, pricer_batch_max=50)
+                                 kafka_delivery_timeout_s=3.0, pricer_batch_max=50,
+                                 pricer_metrics_port=free_port())
         store = KeyFile(self.settings.resolved_keys_file)
         self.key, record = new_key("faults", "", "", datetime.now(UTC))
         store.save({record.key_id: record})
@@ -86,9 +87,7 @@ class FaultStack:
             time.sleep(0.5)
 
     def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"{self.stack.gateway_url}/metrics", timeout=5) as resp:
-            lines = resp.read().decode().splitlines()
-        return {k: float(v) for k, v in (line.split() for line in lines)}
+        return unlabeled(scrape(f"{self.stack.gateway_url}/metrics", self.settings.resolved_metrics_token_file))
 
 
 async def _send(base_url: str, key: str, n: int, concurrency: int) -> None:

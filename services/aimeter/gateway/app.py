@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,6 +25,7 @@ from aimeter.gateway.attribution import AttributionError, attribution_for
 from aimeter.gateway.event_json import encode_usage_event
 from aimeter.gateway.http1 import MAX_BODY
 from aimeter.gateway.keys import KeyFile, KeyRecord, verify
+from aimeter.gateway.metrics import GatewayMeter, exposition, registry_for
 from aimeter.gateway.providers import (
     match_route,
     model_list_for,
@@ -36,6 +38,7 @@ from aimeter.gateway.providers.openai import openai_error
 from aimeter.gateway.proxy import Call, Forwarder, Outcome, Receive, Send, now, prepare_body, send_json
 from aimeter.gateway.streams import settle, usage_flags, usage_problem
 from aimeter.gateway.usage import Extracted
+from aimeter.metrics_auth import MetricsDenied, check_scrape
 
 log = logging.getLogger(__name__)
 MAX_TIER_LEN = 128  # an event label's bound: a longer value is not a tier
@@ -110,7 +113,8 @@ class Gateway:
     def __init__(self, config: GatewayConfig, sink: EventSink, *, gateway_id: str, max_body_bytes: int,
                  upstream_timeout_s: float, keys: KeyFile | None,
                  credentials: Callable[[Backend], str | None] = resolve_credential,
-                 upstream_max_body_bytes: int = MAX_BODY, max_concurrent_per_key: int = 0) -> None:
+                 upstream_max_body_bytes: int = MAX_BODY, max_concurrent_per_key: int = 0,
+                 metrics_token: str | None = None, tracer: Any = None) -> None:
         self.config = config
         self.sink = sink
         self.gateway_id = gateway_id
@@ -122,6 +126,11 @@ class Gateway:
         # Credentials are read once at start, from env or secret files; clients never supply them.
         self._credentials = {name: credentials(b) for name, b in config.backends.items()}
         self._reloader: asyncio.Task[None] | None = None
+        # /metrics (Prometheus): served only with a token (metrics_auth.py); None leaves it unserved.
+        self.metrics_token = metrics_token
+        self.meter = GatewayMeter()
+        self._registry = registry_for(self.meter, sink.metrics)
+        self.tracer = tracer  # OpenTelemetry (otel.py): None unless AIMETER_OTEL_ENDPOINT is set
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -160,10 +169,7 @@ class Gateway:
             await send({"type": "http.response.body", "body": b"ok"})
             return
         if path == "/metrics" and method == "GET":
-            text = "".join(f"{k} {v}\n" for k, v in self.sink.metrics().items()).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/plain; version=0.0.4")]})
-            await send({"type": "http.response.body", "body": text})
+            await self._metrics(scope, send)
             return
         if method == "GET":
             headers = _headers(scope)
@@ -180,10 +186,24 @@ class Gateway:
                 raise Rejected(405, f"{method} is not allowed on {path}; use POST")
             await self._proxy(match, scope, receive, send)
         except Rejected as exc:
+            self.meter.reject(match.spec.api, exc.status)
             headers = [(b"retry-after", b"1")] if exc.status == 429 else None
             await send_json(send, exc.status, match.spec.error(exc.status, exc.message, exc.param), headers)
         except ClientGoneError as exc:  # an everyday event, not a fault: one line, no traceback
             log.info("%s %s: %s; nothing was sent upstream", method, path, exc)
+
+    async def _metrics(self, scope: dict[str, Any], send: Send) -> None:
+        if self.metrics_token is None:
+            await send_json(send, 404, openai_error(404, "metrics are not served by this gateway"))
+            return
+        try:
+            check_scrape(_headers(scope), self.metrics_token)
+        except MetricsDenied as exc:
+            await send_json(send, exc.status, openai_error(exc.status, str(exc)))
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
+        await send({"type": "http.response.body", "body": exposition(self._registry)})
 
     def _authenticate(self, headers: dict[str, str], query: str) -> KeyRecord | None:
         if self.keys is None:
@@ -306,6 +326,7 @@ class Gateway:
 
         # From here the request reaches the upstream, so its event is emitted whatever happens next.
         outcome = Outcome(marker=(b"x-aimeter-event-id", event_id.encode()), streamed=stream)
+        outcome.forward_started = time.perf_counter()
         try:
             await self.forwarder.forward(call, send_all_but_last, receive, outcome)
         except asyncio.CancelledError:  # the client left before the upstream answered (see server_cycle)
@@ -315,6 +336,7 @@ class Gateway:
             outcome.status, outcome.problem = Status.GATEWAY_ERROR, f"gateway fault while relaying: {exc!r}"[:300]
             raise
         finally:
+            outcome.forward_ended = time.perf_counter()
             self._record(request, name, backend, outcome, event_id=event_id, started=started, api=spec.api)
         for message in last:
             await send(message)
@@ -350,6 +372,25 @@ class Gateway:
             self.sink.publish_encoded(payload, event_id, started, ended)
         except Exception:
             log.exception("could not build or publish the usage event for model %s", request.model)
+            return
+        try:
+            self._observe(request, name, outcome, started=started, stream=stream, api=api)
+        except Exception:
+            log.exception("could not count request metrics for model %s", request.model)
+
+    def _observe(self, request: Request, name: str, outcome: Outcome, *, started: datetime, stream: bool,
+                 api: str) -> None:
+        """Prometheus counters (and an OpenTelemetry span when enabled) for one forwarded request."""
+        usage = outcome.extracted.usage
+        total_s = (now() - started).total_seconds()  # after the event was journaled: that is the gateway's too
+        first = outcome.first_token_at
+        ttft_s = (first - started).total_seconds() if stream and first is not None else None
+        self.meter.request(api, name, request.model, request.attribution.team, outcome.status.value, total_s,
+                           outcome.forward_ended - outcome.forward_started, ttft_s, usage.input_tokens,
+                           usage.output_tokens, usage.cache_read_input_tokens)
+        if self.tracer is not None:
+            self.tracer.request(api=api, backend=name, request=request, outcome=outcome, started=started,
+                                total_s=total_s, ttft_s=ttft_s)
 
 
 def _estimate_from_size(extracted: Extracted, body_bytes: int) -> Extracted:

@@ -66,6 +66,8 @@ class Outcome:
     problem: str = ""
     marker: tuple[bytes, bytes] = (b"x-aimeter-event-id", b"")
     streamed: bool = False  # relayed as a stream: what the upstream sent back decides, not the request's flag
+    forward_started: float = 0.0  # perf_counter() around the upstream call (metrics: upstream vs added time)
+    forward_ended: float = 0.0
 
 
 @dataclass(frozen=True)

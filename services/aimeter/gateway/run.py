@@ -19,6 +19,7 @@ from aimeter.gateway.publisher import KafkaPublisher
 from aimeter.gateway.server import Server, StartupError
 from aimeter.gateway.server_conn import Limits
 from aimeter.kafka_admin import ensure_topics_in_background
+from aimeter.metrics_auth import ensure_token
 from aimeter.settings import Settings
 
 
@@ -51,7 +52,8 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
     app = Gateway(config, publisher, gateway_id=settings.gateway_id, max_body_bytes=settings.max_body_bytes,
                   upstream_timeout_s=settings.upstream_timeout_s, keys=keys,
                   upstream_max_body_bytes=settings.upstream_max_body_bytes,
-                  max_concurrent_per_key=settings.max_concurrent_per_key)
+                  max_concurrent_per_key=settings.max_concurrent_per_key,
+                  metrics_token=ensure_token(settings.resolved_metrics_token_file))
     auth = f"keys from {settings.resolved_keys_file}" if keys else "NONE (auth=none: team from X-Aimeter-Team)"
     print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}; auth: {auth}", flush=True)
     # The server restores this handler once it stops; with the default SIGTERM action a second signal would kill

@@ -18,10 +18,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from aimeter.events import USAGE_TOPIC
 from aimeter.kafka_log import KafkaLog
+from aimeter.pricer.metrics import PricerMetrics
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
 PROGRESS_EVERY_S = 30.0
+LAG_EVERY_S = 1.0
 SESSION_TIMEOUT_MS = 10_000
 # After a lost session librdkafka rejoins by itself, within about one session timeout once the
 # broker answers. In CI it was once seen never to (0 partitions for 90 s after the broker came
@@ -67,7 +69,8 @@ class ConsumerLoop:
     """Runs on its own thread until :meth:`stop`; a fatal Kafka error ends it with an exception."""
 
     def __init__(self, make_consumer: Callable[[], Consumer], write: Callable[[list[bytes]], int], *,
-                 batch_max: int, poll_timeout_s: float = 0.5, kafka_log: KafkaLog | None = None) -> None:
+                 batch_max: int, poll_timeout_s: float = 0.5, kafka_log: KafkaLog | None = None,
+                 metrics: PricerMetrics | None = None) -> None:
         self.make_consumer = make_consumer
         self.kafka_log = kafka_log
         self.consumer = make_consumer()
@@ -82,6 +85,8 @@ class ConsumerLoop:
         self._last_error = ""
         self._progress_at = time.monotonic()
         self._progress_count = 0
+        self.metrics = metrics
+        self._lag_at = 0.0
 
     def subscribe(self) -> None:
         self.consumer.subscribe([USAGE_TOPIC], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -101,6 +106,8 @@ class ConsumerLoop:
         """One poll, write and commit. Returns how many events were inserted."""
         self._check_rejoined()
         values, offsets = self._poll()
+        if self.metrics is not None:
+            self._measure(len(values))
         if not values:
             return 0
         if self.kafka_log is not None and self.kafka_log.down:
@@ -108,6 +115,8 @@ class ConsumerLoop:
         try:
             written = self.write(values)
         except Exception as exc:  # noqa: BLE001 - any failure: redeliver the batch, never commit past it
+            if self.metrics is not None:
+                self.metrics.failures.inc()
             self._retry_later(offsets, len(values), exc)
             return 0
         self.failures = 0
@@ -115,6 +124,26 @@ class ConsumerLoop:
         self.inserted += written
         self._progress(written)
         return written
+
+    def _measure(self, batch: int) -> None:
+        """Batch size, and at most once a second the lag from librdkafka's cached watermarks (no broker call)."""
+        assert self.metrics is not None
+        if batch:
+            self.metrics.batch(batch)
+        now = time.monotonic()
+        if now - self._lag_at < LAG_EVERY_S:
+            return
+        self._lag_at = now
+        try:
+            positions = self.consumer.position(self.consumer.assignment())
+            lag, known = 0, False
+            for tp in positions:
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    lag, known = lag + max(high - tp.offset, 0), True
+            self.metrics.lag.set(lag if known else -1)
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("consumer lag not measured: %s", exc)
 
     def _check_rejoined(self) -> None:
         if self.lost_at is None or time.monotonic() - self.lost_at < REJOIN_DEADLINE_S:
@@ -197,11 +226,12 @@ class ConsumerLoop:
         log.warning("lost %s (session timed out); rejoining the group", _describe(partitions))
 
 
-def pricer_consumer(bootstrap: str, group: str, write: Callable[[list[bytes]], int], batch_max: int) -> ConsumerLoop:
+def pricer_consumer(bootstrap: str, group: str, write: Callable[[list[bytes]], int], batch_max: int,
+                    metrics: PricerMetrics | None = None) -> ConsumerLoop:
     """The pricer's loop; it starts whether or not Kafka answers, and logs one line per broker state change."""
     kafka_log = KafkaLog("pricer", bootstrap)
     return ConsumerLoop(lambda: Consumer(consumer_config(bootstrap, group, kafka_log)), write,
-                        batch_max=batch_max, kafka_log=kafka_log)
+                        batch_max=batch_max, kafka_log=kafka_log, metrics=metrics)
 
 
 def _describe(partitions: list[TopicPartition]) -> str:

@@ -7,14 +7,17 @@ import contextlib
 import gc
 import logging
 import signal
+from http.server import ThreadingHTTPServer
 
 from clickhouse_connect.driver.client import Client
 
 from aimeter.config import GatewayConfig
 from aimeter.kafka_admin import ensure_topics_in_background
+from aimeter.metrics_auth import ensure_token
 from aimeter.pricer.consumer import pricer_consumer
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.gpu_periods import history_config, read_history, sync_gpu_periods
+from aimeter.pricer.metrics import PricerMetrics, serve_metrics
 from aimeter.pricer.overrides_load import load_price_book
 from aimeter.pricer.service import BatchWriter, DeadLetters
 from aimeter.settings import Settings
@@ -34,6 +37,23 @@ def gpu_history_book(client: Client, config: GatewayConfig, book: PriceBook) -> 
     return PriceBook(history_config(config, read_history(client)), book.overrides)
 
 
+def _serve_metrics(settings: Settings, metrics: PricerMetrics) -> ThreadingHTTPServer | None:
+    if not settings.pricer_metrics_port:
+        return None
+    token_path = settings.resolved_metrics_token_file
+    server = serve_metrics(metrics, settings.pricer_metrics_port, ensure_token(token_path))
+    if server is not None:
+        print(f"pricer: metrics on http://127.0.0.1:{settings.pricer_metrics_port}/metrics (bearer token in "
+              f"{token_path})", flush=True)
+    return server
+
+
+def _stop(server: ThreadingHTTPServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
+
 async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
     """Until SIGTERM/SIGINT. In embedded mode this process owns chDB, so it also answers queries."""
     book = load_price_book(config)  # an invalid overrides file stops the pricer here, every problem listed
@@ -46,8 +66,10 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     ensure_topics_in_background(bootstrap, "pricer")  # Kafka may come later: the pricer waits, serving queries
     print(f"pricer: prices from {book.version}", flush=True)
     dead_letters = DeadLetters(bootstrap)
-    writer = BatchWriter(client, book, dead_letters.send, settings.fault_insert_fail_file)
-    consumer = pricer_consumer(bootstrap, settings.pricer_group, writer.write, settings.pricer_batch_max)
+    metrics = PricerMetrics()
+    writer = BatchWriter(client, book, dead_letters.send, settings.fault_insert_fail_file, metrics=metrics)
+    consumer = pricer_consumer(bootstrap, settings.pricer_group, writer.write, settings.pricer_batch_max, metrics)
+    metrics_server = _serve_metrics(settings, metrics)
     consumer.subscribe()
     # The price book, config and migrations are long-lived: moving them out of the collector's view makes
     # every later collection of the per-batch garbage cheaper (measured ~25% of build_batch).
@@ -89,6 +111,7 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
             await consuming  # a fatal Kafka error surfaces here and ends the process non-zero
         finally:
             dead_letters.close()
+            _stop(metrics_server)
             if query_runner is not None:
                 await query_runner.cleanup()
             log.info("pricer stopped after inserting %d events", writer.inserted)

@@ -10,6 +10,7 @@ the loop seeks back and redelivers the same batch after a backoff, and duplicate
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from aimeter.events import DLQ_TOPIC
 from aimeter.kafka_log import quiet_client
 from aimeter.pricer.alerts import NotPricedLog
 from aimeter.pricer.core import PriceBook
+from aimeter.pricer.metrics import PricerMetrics
 from aimeter.pricer.rows import Batch, build_batch
 from aimeter.pricer.write import insert_batch
 
@@ -65,7 +67,7 @@ class BatchWriter:
     """Prices a batch and writes it; raises on any failure so the caller redelivers the whole batch."""
 
     def __init__(self, client: Client, book: PriceBook, dead_letters: Callable[[list[tuple[bytes, str]]], None],
-                 fault_file: Path | None = None) -> None:
+                 fault_file: Path | None = None, metrics: PricerMetrics | None = None) -> None:
         self.client = client
         self.book = book
         self.dead_letters = dead_letters
@@ -74,6 +76,7 @@ class BatchWriter:
         self.fault_file = fault_file
         self.inserted = 0
         self.not_priced = NotPricedLog()  # unpriced and unmetered rows, once per model per hour
+        self.metrics = metrics
 
     def write(self, values: list[bytes]) -> int:
         """Returns how many events were inserted (poison excluded)."""
@@ -81,12 +84,19 @@ class BatchWriter:
         self.not_priced.note_batch(batch.events, batch.charges)
         if batch.poison:
             self.dead_letters(batch.poison)
+            if self.metrics is not None:
+                self.metrics.dead_lettered.inc(len(batch.poison))
             for _raw, reason in batch.poison:
                 log.error("usage message dead-lettered to %s: %s", DLQ_TOPIC, reason)
         if not batch.event_rows:
             return 0
+        began = time.perf_counter()
         self._insert(batch)
         self.inserted += len(batch.event_rows)
+        if self.metrics is not None:  # only once inserted: a failed batch is redelivered and counted then
+            self.metrics.insert_seconds.observe(time.perf_counter() - began)
+            self.metrics.inserted.inc(len(batch.events))
+            self.metrics.priced(batch.events, batch.charges)
         return len(batch.event_rows)
 
     def _insert(self, batch: Batch) -> None:

@@ -25,12 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from aimeter.local.demo import issue_demo_keys, run_traffic  # noqa: PLC0415 - needs the openai SDK
+    from aimeter.local.demo import issue_demo_keys, revoke_demo_keys, run_traffic  # noqa: PLC0415 - openai SDK
 
     keys = issue_demo_keys(settings.resolved_keys_file) if settings.auth == "keys" else {}
     if keys:
         time.sleep(KEY_RELOAD_S)
-    stats = asyncio.run(run_traffic(args.gateway_url.rstrip("/"), keys, args.seconds, args.concurrency))
+    try:
+        stats = asyncio.run(run_traffic(args.gateway_url.rstrip("/"), keys, args.seconds, args.concurrency))
+    finally:
+        revoked = revoke_demo_keys(settings.resolved_keys_file, keys)  # no demo key stays active
+    if revoked:
+        print(f"demo: revoked the {revoked} gateway keys it made", flush=True)
     for sample in stats.error_samples:
         print(f"demo: error sample: {sample}")
     print(f"demo: sent {stats.sent}, ok {stats.ok}, errors {stats.errors}", flush=True)

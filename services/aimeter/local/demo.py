@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +17,7 @@ from pathlib import Path
 import anthropic
 import openai
 
-from aimeter.gateway.keys import KeyFile, new_key
+from aimeter.gateway.keys import KeyFile, new_key, split_key
 
 TEAMS = {"search": "ranking", "support": "helpdesk-bot", "research": "evals", "platform": "codegen"}
 MODELS = [("gpt-4o-mini", 5), ("gpt-4o", 2), ("claude-haiku-4-5", 2), ("llama-3.1-70b", 3)]
@@ -60,6 +60,21 @@ def issue_demo_keys(path: Path) -> dict[str, str]:
         records[record.key_id] = record
     store.save(records)
     return keys
+
+
+def revoke_demo_keys(path: Path, keys: dict[str, str]) -> int:
+    """Revoke the keys ``issue_demo_keys`` made, as `aimeter keys revoke` would: a demo leaves no active key
+    behind (they stay listed, revoked, like any other key). Returns how many were revoked."""
+    ids = {parts[0] for parts in map(split_key, keys.values()) if parts is not None}
+    if not ids:
+        return 0
+    store = KeyFile(path)
+    records, now = store.load(), datetime.now(UTC).isoformat()
+    revoked = [key_id for key_id in ids if key_id in records and records[key_id].active]
+    for key_id in revoked:
+        records[key_id] = replace(records[key_id], revoked_at=now)
+    store.save(records)
+    return len(revoked)
 
 
 async def _one(clients: tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic], model: str, text: str,

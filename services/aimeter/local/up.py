@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aimeter.local.demo import DemoStats, issue_demo_keys, run_traffic, self_hosted_notes
+from aimeter.local.demo import DemoStats, issue_demo_keys, revoke_demo_keys, run_traffic, self_hosted_notes
 from aimeter.local.stack import Stack, StackError
 from aimeter.reports.format import render
 from aimeter.reports.queries import count_query, self_hosted_use_query
@@ -84,6 +84,7 @@ def run_up(settings: Settings, config_path: Path, *, demo: bool, keep_running: b
         print(f"up: {stack.status()}", flush=True)
         if demo:
             code = _demo(stack, seconds, keys)
+            _revoke(settings, keys)
         if keep_running:
             print("up: serving; a part that exits is restarted; Ctrl-C stops everything", flush=True)
             while True:
@@ -96,8 +97,17 @@ def run_up(settings: Settings, config_path: Path, *, demo: bool, keep_running: b
     except KeyboardInterrupt:
         return 0
     finally:
+        _revoke(settings, keys)  # (after Ctrl-C or a failure too)
         print("up: stopping", flush=True)
         stack.stop()
+
+
+def _revoke(settings: Settings, keys: dict[str, str]) -> None:
+    """The demo's keys are revoked once its traffic is done: it leaves no active key behind."""
+    revoked = revoke_demo_keys(settings.resolved_keys_file, keys)
+    if revoked:
+        print(f"demo: revoked the {revoked} gateway keys it made (`aimeter keys list` shows them as revoked)",
+              flush=True)
 
 
 def _demo(stack: Stack, seconds: float, keys: dict[str, str]) -> int:

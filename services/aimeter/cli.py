@@ -16,6 +16,8 @@ from aimeter.config import ConfigError, GatewayConfig, load_config
 from aimeter.grafana import cli as grafana_cli
 from aimeter.reports import chargeback, reconcile
 from aimeter.reports.format import parse_when, render
+from aimeter.reports.spend_by import tag_name
+from aimeter.reports.sql import SPEND_DIMENSIONS
 from aimeter.settings import Settings, SettingsError, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -113,19 +115,42 @@ def cmd_schema(args: argparse.Namespace, _settings: Settings) -> int:
     return 0
 
 
+def _spend_dimension(value: str) -> str:
+    """``--by``: a spend column, ``key``, or ``tag:<name>``; anything else is a usage error (exit 2)."""
+    if value in SPEND_DIMENSIONS or value == "key":
+        return value
+    if value.startswith("tag:"):
+        try:
+            tag_name(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(SPEND_DIMENSIONS)}, key, "
+                                     "tag:<name>)")
+
+
 def cmd_spend(args: argparse.Namespace, settings: Settings) -> int:
+    from aimeter.reports.spend_by import per_request_dimension, spend_by_request_query  # noqa: PLC0415
     from aimeter.reports.sql import spend_query  # noqa: PLC0415
     from aimeter.store.client import report_client  # noqa: PLC0415
 
     now = datetime.now(UTC).replace(microsecond=0)
     since = parse_when(args.since, now) if args.since else now.replace(day=1, hour=0, minute=0, second=0)
     until = min(parse_when(args.until, now) if args.until else now, now)  # no hour after now is ever billed
-    sql, params = spend_query(args.by, since, until, corrections=args.corrections)
+    if per_request_dimension(args.by):
+        if args.corrections:
+            print(f"spend: --corrections is not available with --by {args.by}", file=sys.stderr)
+            return 2
+        sql, params = spend_by_request_query(args.by, since, until)
+    else:
+        sql, params = spend_query(args.by, since, until, corrections=args.corrections)
     client = report_client(settings.resolved_clickhouse_url, settings.query_port)
     result = client.query(sql, parameters=params)
     title = (f"spend by {args.by}, {since:%Y-%m-%d %H:%M} .. {until:%Y-%m-%d %H:%M} UTC "
-             "(cost: marginal; loaded: GPU time billed in full, idle apart; savings: reference minus loaded; "
-             "unpriced: requests with no cost, unpriced or unmetered)")
+             + ("(cost: marginal; GPU hours are allocated to teams, not keys or tags: see --by team for loaded "
+                "cost; unpriced: requests with no cost, unpriced or unmetered)" if per_request_dimension(args.by) else
+                "(cost: marginal; loaded: GPU time billed in full, idle apart; savings: reference minus loaded; "
+                "unpriced: requests with no cost, unpriced or unmetered)"))
     # Machine formats carry data only: the title goes to stderr, so `json.load` and CSV readers see no junk row.
     print(title, file=sys.stdout if args.format == "table" else sys.stderr)
     print(render(result.column_names, result.result_rows, args.format))
@@ -195,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     spend = sub.add_parser("spend", help="spend from ClickHouse")
     spend.add_argument("--since", help="ISO date/time (UTC) or relative like 24h, 7d; default: start of month")
     spend.add_argument("--until", help="ISO date/time (UTC) or relative; default: now")
-    spend.add_argument("--by", default="team",
-                       choices=["team", "project", "model", "backend", "deployment", "provider", "user"])
+    spend.add_argument("--by", default="team", type=_spend_dimension,
+                       metavar=f"{{{','.join(SPEND_DIMENSIONS)},key,tag:<name>}}",
+                       help="group by a column, by gateway key (with its team), or by the value of one request tag")
     spend.add_argument("--format", default="table", choices=["table", "csv", "json"])
     spend.add_argument("--corrections", action="store_true",
                        help="add as-charged cost (rating version 0) and the correction since (re-rating)")

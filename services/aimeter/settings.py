@@ -73,6 +73,9 @@ class Settings(BaseSettings):
                           "created 0600 on first start.")
     pricer_metrics_port: int = Field(
         8126, ge=0, le=65535, description="The pricer's /metrics, on 127.0.0.1 only; 0: not served.")
+    otel_endpoint: str | None = Field(
+        None, description="OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318): a span and GenAI metrics per "
+                          "gateway request. Unset: no OpenTelemetry at all.")
     pricer_group: str = "aimeter-pricer"
     fault_insert_fail_file: Path | None = Field(
         None, description="Tests only: while this file exists, the pricer's ClickHouse inserts fail.")

@@ -37,6 +37,19 @@ def _tune_gc() -> None:
     gc.set_threshold(7000, 10, 10)
 
 
+def _tracer(settings: Settings, config: GatewayConfig) -> object | None:
+    """OpenTelemetry only when configured: otherwise its SDK is not even imported."""
+    if not settings.otel_endpoint:
+        return None
+    try:
+        from aimeter.gateway.otel import otlp_recorder  # noqa: PLC0415 - optional, off by default
+    except ImportError as exc:
+        print(f"gateway: AIMETER_OTEL_ENDPOINT is set but the OpenTelemetry SDK is missing ({exc}); install "
+              "the otel extra: pip install 'aimeter[otel]'", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    return otlp_recorder(settings.otel_endpoint, settings.gateway_id, config)
+
+
 def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
     """Serve until SIGTERM/SIGINT, then flush the publisher; undelivered events go to the spool."""
     ensure_topics_in_background(bootstrap, "gateway")  # the gateway serves (and journals) before Kafka answers
@@ -53,7 +66,7 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
                   upstream_timeout_s=settings.upstream_timeout_s, keys=keys,
                   upstream_max_body_bytes=settings.upstream_max_body_bytes,
                   max_concurrent_per_key=settings.max_concurrent_per_key,
-                  metrics_token=ensure_token(settings.resolved_metrics_token_file))
+                  metrics_token=ensure_token(settings.resolved_metrics_token_file), tracer=_tracer(settings, config))
     auth = f"keys from {settings.resolved_keys_file}" if keys else "NONE (auth=none: team from X-Aimeter-Team)"
     print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}; auth: {auth}", flush=True)
     # The server restores this handler once it stops; with the default SIGTERM action a second signal would kill

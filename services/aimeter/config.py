@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import (
@@ -29,19 +29,19 @@ from pydantic import (
 
 from aimeter.config_errors import describe, route_problems
 from aimeter.events import Deployment
+from aimeter.gateway.providers import BACKEND_KINDS
 
 
 class ConfigError(ValueError):
     """The config file is invalid; the message lists every problem with its path."""
 
 
-class BackendKind(StrEnum):
-    OPENAI = "openai"
-    AZURE_OPENAI = "azure_openai"
-    ANTHROPIC = "anthropic"
-    GEMINI = "gemini"
-    OPENAI_COMPATIBLE = "openai_compatible"
-    OLLAMA = "ollama"
+# A backend's ``kind`` names the provider unit that calls it (``aimeter.gateway.providers``): a new unit's
+# kinds become valid here without an edit.
+if TYPE_CHECKING:  # the members are known at run time only: to a type checker a kind is some StrEnum
+    BackendKind = StrEnum
+else:
+    BackendKind = StrEnum("BackendKind", [(kind.upper(), kind) for kind in BACKEND_KINDS])
 
 
 Money = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=12)]

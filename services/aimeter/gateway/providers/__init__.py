@@ -11,20 +11,24 @@ its model list.
     gemini.py     Gemini generateContent / streamGenerateContent
     ollama.py     Ollama's native /api/chat and /api/generate
 
-Adding a provider is one new module plus one row in ``PROVIDERS`` (and its backend kind's name in
-``config.BackendKind``). The tables below are built once at import, so a request pays one dict lookup to
-find its API and one to find its backend's provider.
+Adding a provider is one new module plus one row in ``PROVIDERS``: the config's ``BackendKind`` is built
+from the kinds the units declare. The tables below are built once at import, so a request pays one dict
+lookup to find its API and one to find its backend's provider. Nothing here imports ``aimeter.config`` at
+run time (it imports this registry).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from aimeter.config import Backend, BackendKind
 from aimeter.gateway.providers import anthropic, azure, gemini, ollama, openai
 from aimeter.gateway.providers.base import SAFE_VALUE, ApiSpec, Match, ModelList, Provider
+
+if TYPE_CHECKING:
+    from aimeter.config import Backend
 
 # Order matters only where two units read the same thing: the client's key headers are tried in this order.
 PROVIDERS: tuple[Provider, ...] = (openai.PROVIDER, anthropic.PROVIDER, azure.PROVIDER, gemini.PROVIDER,
@@ -41,16 +45,13 @@ def _fixed_routes() -> dict[str, ApiSpec]:
     return routes
 
 
-def _by_kind() -> dict[BackendKind, Provider]:
-    by_kind: dict[BackendKind, Provider] = {}
+def _by_kind() -> dict[str, Provider]:
+    by_kind: dict[str, Provider] = {}
     for provider in PROVIDERS:
         for kind in provider.kinds:
             if kind in by_kind:
                 raise ValueError(f"backend kind {kind} is claimed by {by_kind[kind].name} and {provider.name}")
             by_kind[kind] = provider
-    missing = set(BackendKind) - set(by_kind)
-    if missing:
-        raise ValueError(f"no provider unit calls backends of kind {sorted(missing)}")
     return by_kind
 
 
@@ -58,6 +59,7 @@ FIXED_ROUTES = _fixed_routes()
 PATTERN_ROUTES: tuple[tuple[re.Pattern[str], ApiSpec], ...] = tuple(
     pair for provider in PROVIDERS for pair in provider.patterns)
 BY_KIND = _by_kind()
+BACKEND_KINDS: tuple[str, ...] = tuple(BY_KIND)  # the values of ``config.BackendKind``, in registry order
 # Header names a client's SDK puts its key in, besides ``Authorization: Bearer``, in registry order.
 KEY_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(
     p.key_header for p in PROVIDERS if p.key_header and p.key_header != "authorization"))

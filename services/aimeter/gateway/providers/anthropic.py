@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from aimeter.config import BackendKind
 from aimeter.events import TokenUsage, UsageSource
 from aimeter.gateway.providers.base import ApiSpec, ModelList, Provider
 from aimeter.gateway.usage import NO_USAGE, Extracted, RunningCounts, checked, count, details, error_label, joined
@@ -214,11 +213,11 @@ def claims_models_request(headers: Mapping[str, str]) -> bool:
 # --- route and upstream ---
 
 ANTHROPIC_VERSION = "2023-06-01"
-ANTHROPIC = frozenset({BackendKind.ANTHROPIC})
+ANTHROPIC = frozenset({"anthropic"})
 ANTHROPIC_MESSAGES = ApiSpec("anthropic.messages", ANTHROPIC, from_anthropic_body, AnthropicStream, anthropic_error,
                              "/v1/messages")
 PROVIDER = Provider(
-    "anthropic", ANTHROPIC,
+    "anthropic", ("anthropic",),
     routes={"/v1/messages": ANTHROPIC_MESSAGES},
     key_header="x-api-key",
     credential=("x-api-key", ""),

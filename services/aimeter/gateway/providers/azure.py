@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from aimeter.config import BackendKind
 from aimeter.gateway.providers.base import ApiSpec, Match, Provider, query_value
 from aimeter.gateway.providers.openai import OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_EMBEDDINGS
 
 AZURE_API_VERSION = "2024-10-21"
-AZURE = frozenset({BackendKind.AZURE_OPENAI})
+AZURE = frozenset({"azure_openai"})
 
 
 def _deployment(spec: ApiSpec) -> ApiSpec:
@@ -34,7 +33,7 @@ def target(base: str, match: Match, upstream_model: str, query: str) -> str:
 
 _DEPLOYMENT = r"/openai/deployments/(?P<model>[A-Za-z0-9._-]{1,128})"
 PROVIDER = Provider(
-    "azure_openai", AZURE,
+    "azure_openai", ("azure_openai",),
     routes={},
     patterns=tuple((re.compile(_DEPLOYMENT + spec.upstream_suffix), _deployment(spec))
                    for spec in (OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_EMBEDDINGS)),

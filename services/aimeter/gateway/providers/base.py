@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from aimeter.config import BackendKind
 from aimeter.gateway.streams import StreamUsage
 from aimeter.gateway.usage import Extracted
 
@@ -44,7 +43,7 @@ class ApiSpec:
     """One wire API a client speaks to the gateway: how it names its model, streams, reports usage and errors."""
 
     api: str  # the event's ``api`` value
-    kinds: frozenset[BackendKind]  # backend kinds that speak this API
+    kinds: frozenset[str]  # backend kinds that speak this API
     from_body: Callable[[Any], Extracted]
     stream_reader: Callable[[], StreamUsage] | None
     error: ErrorShape
@@ -76,7 +75,7 @@ class ModelList:
     """``GET <path>``: the configured models this API can reach, in the API's own list shape."""
 
     path: str
-    kinds: frozenset[BackendKind]  # models whose backend is of these kinds are listed
+    kinds: frozenset[str]  # models whose backend is of these kinds are listed
     render: Callable[[list[tuple[str, Backend]]], bytes]  # (model name, its backend) in config order -> body
     error: ErrorShape
     key_in_query: bool = False
@@ -90,7 +89,7 @@ class Provider:
     """One provider API: the routes clients call, where their SDK puts the key, and how the upstream is called."""
 
     name: str
-    kinds: frozenset[BackendKind]  # backend kinds whose upstream this unit calls
+    kinds: tuple[str, ...]  # the backend kinds (``kind:`` in the config) whose upstream this unit calls
     routes: Mapping[str, ApiSpec]  # exact POST paths
     patterns: tuple[tuple[re.Pattern[str], ApiSpec], ...] = ()  # POST paths carrying the model (and method)
     key_header: str = ""  # where this API's SDK sends its key ('authorization': as ``Bearer <key>``)

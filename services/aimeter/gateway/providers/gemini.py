@@ -29,7 +29,6 @@ from urllib.parse import quote
 
 import orjson
 
-from aimeter.config import BackendKind
 from aimeter.events import TokenUsage, UsageSource
 from aimeter.gateway.providers.base import ApiSpec, Match, ModelList, Provider, query_value
 from aimeter.gateway.usage import NO_USAGE, Extracted, RunningCounts, checked, count, error_label, joined
@@ -247,11 +246,11 @@ def target(base: str, match: Match, upstream_model: str, query: str) -> str:
     return f"{base}/{match.version or 'v1beta'}/models/{quote(upstream_model, safe='')}:{match.method}{alt}"
 
 
-GEMINI_KINDS = frozenset({BackendKind.GEMINI})
+GEMINI_KINDS = frozenset({"gemini"})
 GEMINI = ApiSpec("gemini.generate_content", GEMINI_KINDS, from_gemini_body, GeminiStream, gemini_error, "",
                  is_stream=gemini_streams, model_in_path=True, key_in_query=True)
 PROVIDER = Provider(
-    "gemini", GEMINI_KINDS,
+    "gemini", ("gemini",),
     routes={},
     patterns=((re.compile(r"/(?P<version>v1beta|v1)/models/(?P<model>[A-Za-z0-9._-]{1,128})"
                           r":(?P<method>generateContent|streamGenerateContent)"), GEMINI),),

@@ -27,7 +27,6 @@ from typing import Any
 
 import orjson
 
-from aimeter.config import BackendKind
 from aimeter.events import TokenUsage, UsageSource
 from aimeter.gateway.providers.base import ApiSpec, Provider
 from aimeter.gateway.usage import NO_USAGE, Extracted, checked, count, joined
@@ -130,13 +129,13 @@ def ollama_error(_status: int, message: str, _param: str | None = None) -> bytes
     return orjson.dumps({"error": message})
 
 
-OLLAMA = frozenset({BackendKind.OLLAMA})
+OLLAMA = frozenset({"ollama"})
 OLLAMA_CHAT = ApiSpec("ollama.chat", OLLAMA, from_ollama_body, OllamaStream, ollama_error, "/api/chat",
                       is_stream=ollama_streams, ndjson=True)
 OLLAMA_GENERATE = ApiSpec("ollama.generate", OLLAMA, from_ollama_body, OllamaStream, ollama_error, "/api/generate",
                           is_stream=ollama_streams, ndjson=True)
 PROVIDER = Provider(
-    "ollama", OLLAMA,
+    "ollama", ("ollama",),
     routes={"/api/chat": OLLAMA_CHAT, "/api/generate": OLLAMA_GENERATE},
     credential=("authorization", "Bearer "),
 )

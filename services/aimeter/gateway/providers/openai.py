@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from aimeter.config import BackendKind
 from aimeter.events import TokenUsage, UsageSource
 from aimeter.gateway.providers.base import ApiSpec, ModelList, Provider, never
 from aimeter.gateway.usage import (
@@ -367,8 +366,8 @@ def render_models(models: list[tuple[str, Backend]]) -> bytes:
 
 # --- routes and upstream ---
 
-OPENAI_LIKE = frozenset({BackendKind.OPENAI, BackendKind.OPENAI_COMPATIBLE})
-SPEAKS_CHAT = OPENAI_LIKE | {BackendKind.AZURE_OPENAI}  # Azure serves the same shapes (its unit adds the routes)
+OPENAI_LIKE = frozenset({"openai", "openai_compatible"})
+SPEAKS_CHAT = OPENAI_LIKE | {"azure_openai"}  # Azure serves the same shapes (its unit adds the routes)
 OPENAI_CHAT = ApiSpec("openai.chat", SPEAKS_CHAT, from_openai_body, OpenAIChatStream, openai_error,
                       "/chat/completions", inject_usage=True)
 OPENAI_COMPLETIONS = ApiSpec("openai.completions", SPEAKS_CHAT, from_completions_body, OpenAICompletionsStream,
@@ -379,7 +378,7 @@ OPENAI_RESPONSES = ApiSpec("openai.responses", OPENAI_LIKE, from_responses_body,
                            "/responses")
 
 PROVIDER = Provider(
-    "openai", OPENAI_LIKE,
+    "openai", ("openai", "openai_compatible"),
     routes={"/v1/chat/completions": OPENAI_CHAT, "/v1/completions": OPENAI_COMPLETIONS,
             "/v1/embeddings": OPENAI_EMBEDDINGS, "/v1/responses": OPENAI_RESPONSES},
     key_header="authorization",

@@ -1,6 +1,6 @@
 """Shared pieces of usage extraction: the result type and strict count readers.
 
-Each API's mapping lives in its own ``usage_<api>.py`` module as pure functions from a decoded
+Each API's mapping lives in its provider unit (``aimeter.gateway.providers.<api>``) as pure functions from a decoded
 response body (or stream events) to normalized token classes (see ``aimeter.events.usage``).
 """
 

@@ -1,5 +1,9 @@
 """The provider registry: every backend kind has exactly one unit, and the shared paths dispatch by header style."""
 
+import ast
+from pathlib import Path
+
+from aimeter import fake_upstream
 from aimeter.config import BackendKind
 from aimeter.gateway import providers
 from aimeter.gateway.providers import BY_KIND, KEY_HEADERS, model_list_for, presented_key
@@ -35,3 +39,14 @@ def test_v1_models_is_answered_by_the_api_whose_sdk_asks() -> None:
 def error_of_path(path: str, headers: dict[str, str] | None = None) -> object:
     listing = model_list_for(path, headers or {})
     return listing.error if listing is not None else None
+
+
+def test_the_fake_upstream_imports_nothing_from_the_gateway() -> None:
+    """The fake writes each provider's shapes from the provider's documentation: were it to import the gateway's
+    error tables or shapes, a wrong mapping would be agreed on by both sides and no test would see it."""
+    fake = Path(fake_upstream.__file__).parent
+    for source in sorted(fake.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(name.startswith("aimeter.gateway") for name in names), f"{source.name} imports {names}"

@@ -179,7 +179,7 @@ def test_the_cli_pushes_with_a_token_file(grafana, tmp_path, capsys):
     assert main(["grafana", "push", "--url", url, "--token-file", str(token), "--clickhouse-url", CLICKHOUSE]) == 0
     assert main(["grafana", "push", "--url", url, "--token", TOKEN, "--clickhouse-url", CLICKHOUSE]) == 0
     out = capsys.readouterr().out
-    assert "grafana push: 5 write(s)" in out
+    assert "grafana push: 6 write(s)" in out  # folder, datasource, four dashboards
     assert "grafana push: 0 write(s)" in out
     assert main(["grafana", "push", "--url", url, "--token", "wrong", "--clickhouse-url", CLICKHOUSE]) == 1
     assert "answered 401" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The three ai-meter dashboards: AI spend overview, Chargeback, Gateway operations (pure).
+"""The ai-meter dashboards: AI spend overview, Chargeback, Gateway operations on ClickHouse (pure), and Gateway
+health on Prometheus (grafana/prometheus.py).
 
 Kept as code rather than hand-written JSON because the spend panels share their SQL with
 ``aimeter chargeback`` (one builder, so the numbers agree) and because ids and grid positions are
@@ -18,6 +19,7 @@ from aimeter.grafana.model import (
     series_by_label,
     stat_options,
 )
+from aimeter.grafana.prometheus import gateway_health
 from aimeter.reports import panels, panels_books, panels_ops
 
 RED_WHEN_ANY = {"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}]}
@@ -120,4 +122,4 @@ def gateway_operations() -> Dashboard:
 
 
 def all_dashboards() -> list[Dashboard]:
-    return [spend_overview(), chargeback(), gateway_operations()]
+    return [spend_overview(), chargeback(), gateway_operations(), gateway_health()]

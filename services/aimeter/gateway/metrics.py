@@ -77,7 +77,7 @@ class Histogram:
         self.total = 0.0
 
     def buckets(self) -> list[tuple[str, float]]:
-        running, out = 0, []
+        running, out = 0, list[tuple[str, float]]()
         for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
             running += count
             out.append((bound, running))
@@ -206,9 +206,9 @@ class PublisherCollector:
 
 def registry_for(meter: GatewayMeter, publisher: Callable[[], dict[str, float]] | None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(meter)  # type: ignore[arg-type]
+    registry.register(meter)
     if publisher is not None:
-        registry.register(PublisherCollector(publisher))  # type: ignore[arg-type]
+        registry.register(PublisherCollector(publisher))
     return registry
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from aimeter.reports.sql import NOT_PRICED, bound_window
+from aimeter.pricer.core import UNMETERED, UNPRICED
+from aimeter.reports.sql import bound_window
 
 MAX_TAG_NAME = 64  # as the gateway bounds a tag's key (attribution.MAX_TAG_LEN)
 NO_KEY = "(no key)"  # requests of auth=none gateways carry no key id
 UNTAGGED = "(untagged)"
+NOT_PRICED = f"('{UNPRICED}', '{UNMETERED}')"  # requests with no cost: counted, never a silent $0
 
 
 def per_request_dimension(by: str) -> bool:

@@ -22,6 +22,8 @@ def ensure_topics(bootstrap: str, partitions: int = 4, timeout: float = 30.0) ->
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [NewTopic(t, num_partitions=partitions, replication_factor=-1)
               for t in (USAGE_TOPIC, DLQ_TOPIC) if t not in existing]
+    if not wanted:
+        return []
     created = []
     for topic, future in admin.create_topics(wanted, request_timeout=timeout).items():
         try:
@@ -47,7 +49,7 @@ def ensure_topics_in_background(bootstrap: str, who: str, *, retry_max_s: float 
                 created = ensure_topics(bootstrap, timeout=10.0)
             except KafkaException:  # no answer: retry quietly
                 pass
-            except RuntimeError as exc:
+            except Exception as exc:  # noqa: BLE001 - a refusal or a fault of ours: said once, never a dead thread
                 if str(exc) != refused:
                     refused = str(exc)
                     log.warning("%s: %s; retrying in the background", who, exc)

@@ -30,8 +30,7 @@ from aimeter.gateway.providers import (
     match_route,
     model_list_for,
     presented_key,
-    upstream_headers,
-    upstream_target,
+    upstream_for,
 )
 from aimeter.gateway.providers.base import Match, ModelList
 from aimeter.gateway.providers.openai import openai_error
@@ -125,6 +124,7 @@ class Gateway:
         self._in_flight: dict[str, int] = {}  # key id -> requests of that key being served now
         # Credentials are read once at start, from env or secret files; clients never supply them.
         self._credentials = {name: credentials(b) for name, b in config.backends.items()}
+        self._upstreams = {name: upstream_for(b, self._credentials[name]) for name, b in config.backends.items()}
         self._reloader: asyncio.Task[None] | None = None
         # /metrics (Prometheus): served only with a token (metrics_auth.py); None leaves it unserved.
         self.metrics_token = metrics_token
@@ -312,8 +312,9 @@ class Gateway:
             raise Rejected(400, f"request body cannot be re-encoded for the upstream ({exc}): it nests deeper than "
                                 "the gateway's JSON encoder allows (254 levels)") from None
         event_id = str(new_event_id())
-        call = Call(spec, upstream_target(backend, match, route.upstream_model or request.model, query), body,
-                    upstream_headers(backend, self._credentials[name], headers), stream, injected, event_id)
+        upstream = self._upstreams[name]
+        call = Call(spec, upstream.url(match, route.upstream_model or request.model, query), body,
+                    upstream.headers(headers), stream, injected, event_id)
         last: list[dict[str, Any]] = []
 
         async def send_all_but_last(message: dict[str, Any]) -> None:

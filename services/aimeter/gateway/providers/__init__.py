@@ -20,7 +20,8 @@ run time (it imports this registry).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -101,33 +102,43 @@ def presented_key(headers: Mapping[str, str], query: str) -> str:
     return (parse_qs(query).get("key") or [""])[0] if query else ""
 
 
-_BASES: dict[int, tuple[object, str]] = {}  # id(base_url) -> (base_url, its text): str() of a URL model is not free
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One backend's upstream, decided once at start from the config: never by the client."""
+
+    base: str  # the base URL's text, without a trailing slash
+    target: Callable[[str, Match, str, str], str]
+    fixed: dict[str, str]  # content type, the provider's default headers and the credential in its own header
+    pass_through: tuple[str, ...]
+
+    def url(self, match: Match, upstream_model: str, query: str) -> str:
+        return self.target(self.base, match, upstream_model, query)
+
+    def headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
+        """The fixed headers plus the client's pass-through headers whose value is safe (they win over defaults)."""
+        headers = self.fixed.copy()
+        for name in self.pass_through:
+            value = client_headers.get(name)
+            if value is not None and SAFE_VALUE.fullmatch(value):
+                headers[name] = value
+        return headers
 
 
-def _base(backend: Backend) -> str:
-    url = backend.base_url
-    entry = _BASES.get(id(url))
-    if entry is None or entry[0] is not url:  # the object is kept in the entry, so its id is never reused
-        entry = _BASES[id(url)] = (url, str(url).rstrip("/"))
-    return entry[1]
+def upstream_for(backend: Backend, credential: str | None) -> Upstream:
+    """What the gateway builds once per backend at start, so a request only fills in the URL's variable part."""
+    provider = BY_KIND[backend.kind]
+    fixed = {"content-type": "application/json", **provider.default_headers}
+    if credential:
+        name, prefix = provider.credential
+        fixed[name] = prefix + credential
+    return Upstream(str(backend.base_url).rstrip("/"), provider.target, fixed, provider.pass_through)
 
 
 def upstream_target(backend: Backend, match: Match, upstream_model: str, query: str) -> str:
-    """The full upstream URL for this call: decided from the config only, never by the client."""
-    return BY_KIND[backend.kind].target(_base(backend), match, upstream_model, query)
+    """The full upstream URL for this call (the gateway uses its ``Upstream`` per backend; this is the same)."""
+    return upstream_for(backend, None).url(match, upstream_model, query)
 
 
 def upstream_headers(backend: Backend, credential: str | None, client_headers: Mapping[str, str]) -> dict[str, str]:
     """Content type, the provider credential in the provider's own header, and safe pass-through headers."""
-    provider = BY_KIND[backend.kind]
-    headers = {"content-type": "application/json"}
-    for name in provider.pass_through:
-        value = client_headers.get(name)
-        if value is not None and SAFE_VALUE.fullmatch(value):
-            headers[name] = value
-    for name, value in provider.default_headers.items():
-        headers.setdefault(name, value)
-    if credential:
-        name, prefix = provider.credential
-        headers[name] = prefix + credential
-    return headers
+    return upstream_for(backend, credential).headers(client_headers)

@@ -12,9 +12,9 @@ its model list.
     ollama.py     Ollama's native /api/chat and /api/generate
 
 Adding a provider is one new module plus one row in ``PROVIDERS``: the config's ``BackendKind`` is built
-from the kinds the units declare. The tables below are built once at import, so a request pays one dict
-lookup to find its API and one to find its backend's provider. Nothing here imports ``aimeter.config`` at
-run time (it imports this registry).
+from the kinds the units declare. The tables below are built once at import (and each backend's
+``Upstream`` once at start), so a request pays one dict lookup to find its API and one for its backend's
+upstream. Nothing here imports ``aimeter.config`` at run time (it imports this registry).
 """
 
 from __future__ import annotations

@@ -224,3 +224,21 @@ def test_rotate_password_without_a_password_is_refused(grafana):
     without = datasource_definition(clickhouse_variables("http://grafana_reader@clickhouse:8123/default"))
     with pytest.raises(ValueError, match="needs a password"):
         push(api(url), without, rotate_password=True)
+
+
+def test_the_prometheus_datasource_of_gateway_health_is_pushed_when_asked(grafana, tmp_path, capsys):
+    fake, url = grafana
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    args = ["grafana", "push", "--url", url, "--token-file", str(token), "--clickhouse-url", CLICKHOUSE,
+            "--prometheus-url", "http://prometheus:9090/"]
+    assert main(args) == 0
+    assert fake.datasources["aimeter-prometheus"]["type"] == "prometheus"
+    assert fake.datasources["aimeter-prometheus"]["url"] == "http://prometheus:9090"
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "created    datasource aimeter-prometheus" in out
+    assert "unchanged  datasource aimeter-prometheus" in out
+    assert "grafana push: 0 write(s)" in out
+    assert main([*args[:-1], "prometheus:9090"]) == 2
+    assert "--prometheus-url must be http(s)://host:port" in capsys.readouterr().err

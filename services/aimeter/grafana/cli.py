@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     push.add_argument("--clickhouse-url", help="ClickHouse as Grafana reaches it, http(s)://user:pass@host:port/db "
                                                "(default: AIMETER_CLICKHOUSE_URL with AIMETER_CLICKHOUSE_USER and "
                                                "AIMETER_CLICKHOUSE_PASSWORD[_FILE])")
+    push.add_argument("--prometheus-url", help="Prometheus as Grafana reaches it, e.g. http://prometheus:9090: creates "
+                                               "the datasource of the Gateway health dashboard (uid aimeter-prometheus)"
+                                               "; without it that datasource is left as it is")
     push.add_argument("--rotate-password", action="store_true",
                       help="send the ClickHouse password even if Grafana holds one (after rotating it): Grafana "
                            "never returns a stored password, so a plain push cannot tell it changed")
@@ -50,6 +53,7 @@ def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
     from grafana_client import GrafanaApi  # noqa: PLC0415
     from grafana_client.client import GrafanaException  # noqa: PLC0415
 
+    from aimeter.grafana.prometheus import prometheus_datasource  # noqa: PLC0415
     from aimeter.grafana.push import clickhouse_variables, datasource_definition, push  # noqa: PLC0415
 
     # Default: the configured server with AIMETER_CLICKHOUSE_USER / _PASSWORD / _PASSWORD_FILE, when set.
@@ -57,10 +61,11 @@ def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
     if not clickhouse_url or clickhouse_url.startswith("chdb:"):
         raise ValueError("Grafana needs a ClickHouse server: pass --clickhouse-url http://user:pass@host:8123/db")
     token = args.token or args.token_file.read_text(encoding="utf-8").strip()
+    extra = (prometheus_datasource(args.prometheus_url),) if args.prometheus_url else ()
     api = GrafanaApi.from_url(args.url, credential=token)
     try:
         report = push(api, datasource_definition(clickhouse_variables(clickhouse_url)),
-                      rotate_password=args.rotate_password)
+                      rotate_password=args.rotate_password, extra_datasources=extra)
     except GrafanaException as exc:
         print(f"aimeter grafana push: {args.url} answered {exc.status_code or 'nothing'}: {exc.message}; "
               "nothing after that was written (run it again once fixed: it is idempotent)", file=sys.stderr)

@@ -9,6 +9,7 @@ uid :data:`PROM_UID`, which Grafana must have (see the README's "Gateway health"
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 from aimeter.grafana.model import Dashboard, Json
 
@@ -58,6 +59,15 @@ def alarm(title: str, expr: str, text: str) -> PromPanel:
                      fields={"thresholds": RED_WHEN_ANY, "color": {"mode": "thresholds"}, "unit": "short"},
                      options={"reduceOptions": {"calcs": ["lastNotNull"], "values": False},
                               "colorMode": "background", "graphMode": "none", "textMode": "value"})
+
+
+def prometheus_datasource(url: str) -> Json:
+    """The datasource the Gateway health dashboard names, for ``aimeter grafana push --prometheus-url``."""
+    parsed = urlparse(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise ValueError(f"--prometheus-url must be http(s)://host:port as Grafana reaches Prometheus, got {url!r}")
+    return {"name": "ai-meter Prometheus", "uid": PROM_UID, "type": "prometheus", "access": "proxy",
+            "url": url.rstrip("/"), "jsonData": {"httpMethod": "POST"}}
 
 
 def gateway_health() -> Dashboard:

@@ -134,9 +134,10 @@ def ensure_dashboard(api: GrafanaApi, dashboard: Json, folder_uid: str) -> str:
 
 
 def push(api: GrafanaApi, datasource: Json, dashboards: list[Json] | None = None, *,
-         rotate_password: bool = False) -> PushReport:
-    """Folder first (dashboards go in it), then the datasource they name, then each dashboard.
-    ``rotate_password`` writes the datasource's password even when Grafana already holds one."""
+         rotate_password: bool = False, extra_datasources: tuple[Json, ...] = ()) -> PushReport:
+    """Folder first (dashboards go in it), then the datasources they name, then each dashboard.
+    ``rotate_password`` writes the ClickHouse datasource's password even when Grafana already holds one;
+    ``extra_datasources``: e.g. the Prometheus one of the Gateway health dashboard (no password)."""
     if rotate_password and "secureJsonData" not in datasource:
         raise ValueError("--rotate-password needs a password in --clickhouse-url (or the password settings)")
     report = PushReport()
@@ -144,6 +145,8 @@ def push(api: GrafanaApi, datasource: Json, dashboards: list[Json] | None = None
     report.actions[f"folder {folder_uid}"] = ensure_folder(api, folder_uid, folder_title)
     report.actions[f"datasource {datasource['uid']}"] = ensure_datasource(api, datasource,
                                                                           rotate_password=rotate_password)
+    for extra in extra_datasources:
+        report.actions[f"datasource {extra['uid']}"] = ensure_datasource(api, extra)
     for dashboard in dashboards if dashboards is not None else load_dashboards():
         report.actions[f"dashboard {dashboard['uid']}"] = ensure_dashboard(api, dashboard, folder_uid)
     return report

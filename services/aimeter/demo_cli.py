@@ -16,7 +16,7 @@ from aimeter.settings import Settings
 KEY_RELOAD_S = 1.5  # gateways re-read the key file every second
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="send demo traffic (4 teams, 3 models) through a running gateway")
     demo.add_argument("--gateway-url", default="http://127.0.0.1:8080", help="the gateway's base URL")
     demo.add_argument("--seconds", type=float, default=30.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from confluent_kafka import KafkaError
 
@@ -85,10 +86,10 @@ class KafkaLog:
             log.warning("%s: Kafka at %s answers again after %.1f s; %d librdkafka messages suppressed meanwhile",
                         self.who, self.bootstrap, time.monotonic() - since, suppressed)
 
-    def client_config(self) -> dict[str, object]:
+    def client_config(self) -> dict[str, Any]:
         return {"logger": self, "error_cb": self.error}
 
 
-def quiet_client(bootstrap: str, who: str = "kafka-admin") -> dict[str, object]:
+def quiet_client(bootstrap: str, who: str = "kafka-admin") -> dict[str, Any]:
     """Config for a short-lived client (admin, metadata): its log reduced the same way."""
     return KafkaLog(who, bootstrap).client_config()

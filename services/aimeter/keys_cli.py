@@ -12,7 +12,7 @@ from aimeter.reports.format import render
 from aimeter.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="create, list and revoke gateway API keys")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="issue a key (printed once; only its hash is stored)")

@@ -111,8 +111,8 @@ def reprice(client: Client, book: PriceBook, since: datetime, until: datetime, *
             clock: Callable[[], float] = time.monotonic) -> Report:
     """Re-rate [since, until). With ``dry_run`` nothing is written (the client may be read-only)."""
     sql, params = queries.window_count_query(since, until)
-    total = int(client.command(sql, parameters=params))
-    version = int(client.command(queries.latest_rating_version_query()) or 0) + 1
+    total = int(str(client.command(sql, parameters=params)))
+    version = int(str(client.command(queries.latest_rating_version_query()) or 0)) + 1
     report = Report(since, until, version, book.version, dry_run)
     started, started_at = clock(), datetime.now(UTC)
     for events in _pages(client, since, until, page_size):
@@ -193,7 +193,7 @@ def run_command(url: str, reader: Callable[[], Client], config: GatewayConfig, b
 
 def gpu_cost(client: Client, since: datetime, until: datetime) -> Decimal:
     sql, params = queries.gpu_cost_query(since, until)
-    return Decimal(client.command(sql, parameters=params) or 0)
+    return Decimal(str(client.command(sql, parameters=params) or 0))
 
 
 def _gpu_plan_note(plan: SyncPlan) -> str:

@@ -6,7 +6,7 @@ Every bad setting is reported at once, so an operator fixes a deployment in one 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -122,10 +122,10 @@ class Settings(BaseSettings):
         return with_credentials(self.clickhouse_url, self.clickhouse_user, password)
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Build settings from env plus explicit overrides; raise one SettingsError listing every problem."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         lines = [
             f"AIMETER_{str(err['loc'][0]).upper()}: {err['msg']} (got {err.get('input')!r})"

@@ -8,7 +8,7 @@ CE_TYPE = "dev.aimeter.usage.v1"
 CONTENT_TYPE = "application/json"
 
 
-def cloudevent_headers(event_id: str, source: str, time_iso: str) -> list[tuple[str, bytes]]:
+def cloudevent_headers(event_id: str, source: str, time_iso: str) -> list[tuple[str, str | bytes | None]]:
     """Binary-mode CloudEvents headers: the event JSON stays the plain message value."""
     return [
         ("ce_specversion", b"1.0"),

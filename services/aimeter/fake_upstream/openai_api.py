@@ -77,8 +77,9 @@ def completions_stream(answer: Answer) -> StreamParts:
 
 def _embeddings_input_count(answer: Answer) -> int:
     given = answer.body.get("input")
-    nested = isinstance(given, list) and given and not all(isinstance(t, int) for t in given)
-    return len(given) if nested else 1
+    if isinstance(given, list) and given and not all(isinstance(t, int) for t in given):
+        return len(given)
+    return 1
 
 
 def embeddings_whole(answer: Answer) -> JsonDict:

@@ -105,7 +105,7 @@ def usage_object(usage: Usage, dialect: str = "") -> JsonDict:
 
 def completion_object(env: Envelope, content: str, finish_reason: str, usage: Usage, dialect: str = "") -> JsonDict:
     """A non-streaming `chat.completion` with one assistant choice."""
-    message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+    message: JsonDict = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
     return {
         "id": env.id,
         "object": "chat.completion",

@@ -187,8 +187,8 @@ class Gateway:
             await self._proxy(match, scope, receive, send)
         except Rejected as exc:
             self.meter.reject(match.spec.api, exc.status)
-            headers = [(b"retry-after", b"1")] if exc.status == 429 else None
-            await send_json(send, exc.status, match.spec.error(exc.status, exc.message, exc.param), headers)
+            retry = [(b"retry-after", b"1")] if exc.status == 429 else None
+            await send_json(send, exc.status, match.spec.error(exc.status, exc.message, exc.param), retry)
         except ClientGoneError as exc:  # an everyday event, not a fault: one line, no traceback
             log.info("%s %s: %s; nothing was sent upstream", method, path, exc)
 

@@ -78,7 +78,8 @@ class Pool:
     def _idle(self, host: _Host) -> Connection | None:
         while host.idle:
             conn = host.idle.pop()
-            if not conn.transport.is_closing() and conn.loop.time() - conn.idle_since < self.idle_ttl:
+            fresh = conn.loop.time() - conn.idle_since < self.idle_ttl
+            if conn.transport is not None and not conn.transport.is_closing() and fresh:
                 conn.reused = True
                 return conn
             conn.abort()

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import httptools
@@ -77,7 +77,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, shared: Shared) -> None:
         self.shared, self.loop = shared, shared.loop
         self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made
+        self.transport = cast(asyncio.Transport, None)  # set in connection_made, before any other callback
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.url = b""
@@ -98,7 +98,7 @@ class Connection(asyncio.Protocol):
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # TCP_NODELAY: uvloop and asyncio set it already
+        self.transport = cast(asyncio.Transport, transport)  # TCP_NODELAY: uvloop and asyncio set it already
         self.client = _addr(transport.get_extra_info("peername"))
         self.server = _addr(transport.get_extra_info("sockname"))
         shared = self.shared

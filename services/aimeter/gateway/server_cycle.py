@@ -232,7 +232,7 @@ class Cycle:
             log.exception("exception in the ASGI app serving %s %s", self.scope["method"], self.scope["path"])
             self._abandon()
         finally:
-            self.conn.shared.tasks.discard(self.task)  # type: ignore[arg-type]
+            self.conn.shared.tasks.discard(self.task)
 
     def _abandon(self) -> None:
         """500 if no byte of the response went out yet; otherwise cut the connection (never a fake end)."""

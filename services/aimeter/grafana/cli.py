@@ -9,7 +9,7 @@ from pathlib import Path
 from aimeter.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dashboards = sub.add_parser("dashboards", help="Grafana dashboards as code")
     actions = dashboards.add_subparsers(dest="action", required=True)
     build = actions.add_parser("build", help="regenerate dashboards/json/*.json from services/aimeter/grafana/")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
@@ -81,15 +83,16 @@ async def _one(clients: tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic], mod
                headers: dict[str, str], stream: bool) -> None:
     """One request the way an app would send it: the OpenAI SDK, or the Anthropic SDK for Claude."""
     oai, claude = clients
-    messages = [{"role": "user", "content": text}]
+    reply: object
     if model.startswith("claude"):
-        reply = await claude.messages.create(model=model, max_tokens=1024, messages=messages,  # type: ignore[arg-type]
+        reply = await claude.messages.create(model=model, max_tokens=1024, messages=[{"role": "user", "content": text}],
                                              stream=stream, extra_headers=headers)
     else:
-        reply = await oai.chat.completions.create(model=model, messages=messages,  # type: ignore[arg-type]
+        reply = await oai.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
                                                   stream=stream, extra_headers=headers)
     if stream:
-        async for _ in reply:  # type: ignore[union-attr]
+        assert isinstance(reply, AsyncIterable), "stream=True answers an async stream"
+        async for _ in reply:
             pass
 
 
@@ -159,7 +162,7 @@ def demo_config(source: Path, port: int, data_dir: Path, default_port: int = 809
     return target
 
 
-def self_hosted_notes(rows: list[tuple]) -> list[str]:
+def self_hosted_notes(rows: Sequence[Sequence[Any]]) -> list[str]:
     """One line per self-hosted backend from :func:`aimeter.reports.queries.self_hosted_use_query`: what its GPU
     time cost, how much of its capacity the requests used, and why fully loaded is above (idle capacity) or,
     when the backend served more than its declared capacity, below the marginal price."""

@@ -33,7 +33,7 @@ def wait_for_rows(stack: Stack, expected: int, timeout: float = 120.0, tick: Cal
     while time.monotonic() < deadline:
         tick()
         try:
-            stored = int(client.command(count_query()))
+            stored = int(str(client.command(count_query())))
         except Exception:  # noqa: BLE001 - the pricer (the query endpoint) may be restarting: ask again
             stored = 0
         if stored >= expected:

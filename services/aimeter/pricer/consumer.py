@@ -54,9 +54,13 @@ class Offsets:
         self.last: dict[tuple[str, int], int] = {}
 
     def add(self, msg: Message) -> None:
-        key = (msg.topic(), msg.partition())
-        self.first.setdefault(key, msg.offset())
-        self.last[key] = msg.offset()
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None, "a consumed message names its topic"
+        assert partition is not None, "a consumed message has a partition"
+        assert offset is not None, "a consumed message has an offset"
+        key = (topic, partition)
+        self.first.setdefault(key, offset)
+        self.last[key] = offset
 
     def to_commit(self) -> list[TopicPartition]:
         return [TopicPartition(t, p, o + 1) for (t, p), o in self.last.items()]

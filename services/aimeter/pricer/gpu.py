@@ -24,7 +24,7 @@ from decimal import Decimal
 
 from aimeter.config import GpuCost
 from aimeter.events import TokenUsage
-from aimeter.pricer.rates import Components, class_counts, money, split_exact
+from aimeter.pricer.rates import Components, UsageCounts, class_counts, money, split_exact
 
 SECONDS_PER_HOUR = Decimal(3600)
 THROUGHPUT = "throughput"
@@ -42,7 +42,7 @@ def by_throughput(usage: TokenUsage, gpu: GpuCost) -> Components:
     return Components({c: money(n * per_hour / tokens_per_hour) for c, n in class_counts(usage).items() if n})
 
 
-def by_gpu_seconds(usage: TokenUsage, seconds: float, gpu: GpuCost) -> Components:
+def by_gpu_seconds(usage: UsageCounts, seconds: float, gpu: GpuCost) -> Components:
     """The measured cost, split across classes by token count so the parts add up to it exactly."""
     measured = Decimal(repr(seconds))  # the float's shortest decimal spelling, not its binary expansion
     total = money(measured * gpu.usd_per_hour / SECONDS_PER_HOUR / gpu.parallel_requests)

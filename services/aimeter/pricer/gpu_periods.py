@@ -210,9 +210,9 @@ def read_stored(client: Client) -> tuple[dict[str, list[Period]], dict[str, date
         stored.setdefault(row[0], []).append(
             Period(start, _utc(row[2]), (row[3], int(row[4]), row[5], row[6], int(row[7]))))
     declared_rows = client.query(f"SELECT backend, min(declared_at) FROM {DECLARATIONS} GROUP BY backend")  # noqa: S608
-    declared = {name: _utc(at) for name, at in declared_rows.result_rows}
-    latest = int(client.command(f"SELECT max(version) FROM {TABLE}") or 0)  # noqa: S608
-    return stored, declared, latest  # type: ignore[return-value]
+    declared = {name: at.replace(tzinfo=UTC) if at.tzinfo is None else at for name, at in declared_rows.result_rows}
+    latest = int(str(client.command(f"SELECT max(version) FROM {TABLE}") or 0))  # noqa: S608
+    return stored, declared, latest
 
 
 def plan_sync(client: Client, config: GatewayConfig, now: datetime | None = None,

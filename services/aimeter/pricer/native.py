@@ -15,7 +15,7 @@ Decimal(38, 12) when every value of a column fits.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate, chain
 from typing import Any
 
@@ -113,7 +113,7 @@ def uint(values: Sequence[int], code: str) -> bytes:
     return array(code, values).tobytes()
 
 
-def nullable(values: Sequence[Any], encode: Any, fill: Any) -> bytes:
+def nullable(values: Sequence[Any], encode: Callable[[Sequence[Any]], bytes], fill: Any) -> bytes:
     """Null map (1 = NULL), then the values with ``fill`` in the NULL places."""
     nulls = values.count(None)
     if nulls == 0:
@@ -130,8 +130,8 @@ def float64(values: Sequence[float]) -> bytes:
 
 def decimal_type(values: Sequence[int | None]) -> str:
     """The narrowest wire type that holds every value: Decimal(18, 12) (Int64) when it can."""
-    present = [v for v in values if v is not None] if None in values else values
-    if not present or (max(present) < _DECIMAL64_LIMIT and min(present) > -_DECIMAL64_LIMIT):  # type: ignore[type-var]
+    present = [v for v in values if v is not None]
+    if not present or (max(present) < _DECIMAL64_LIMIT and min(present) > -_DECIMAL64_LIMIT):
         return f"Decimal(18, {DECIMAL_SCALE})"
     return f"Decimal(38, {DECIMAL_SCALE})"
 

@@ -135,7 +135,8 @@ def parse_overrides(text: str, source: str = "<overrides>") -> Overrides:
         raise OverridesError(f"{source}:1: the file must be a mapping with version, aliases, prices, discounts, batch")
     problems += [(lines[(k,)], f"{k}: unknown key (expected one of {', '.join(sorted(TOP_KEYS))})")
                  for k in data if k not in TOP_KEYS]
-    sections = {name: _section(name, data[name] or [], lines, problems) for name in SECTIONS if name in data}
+    sections: dict[str, Any] = {name: _section(name, data[name] or [], lines, problems)
+                                for name in SECTIONS if name in data}
     for name, entries in sections.items():
         problems.extend(_overlaps(name, entries))
     version = data.get("version", "none")

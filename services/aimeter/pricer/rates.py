@@ -28,6 +28,12 @@ OUTPUT_CLASSES = ("output_text", "reasoning", "output_audio", "output_image")
 # ``other``: per-request fees, and GPU time that no token can carry (a self-hosted call with no tokens).
 TOKEN_CLASSES = (*INPUT_CLASSES, *OUTPUT_CLASSES)
 CLASSES = (*TOKEN_CLASSES, "other")
+# Where each group sits in a row of CLASSES components (the fast path sums these slices, never literal indexes).
+INPUT_PART = slice(0, len(INPUT_CLASSES))
+OUTPUT_PART = slice(len(INPUT_CLASSES), len(TOKEN_CLASSES))
+if [list(CLASSES[INPUT_PART]), list(CLASSES[OUTPUT_PART]), list(CLASSES[OUTPUT_PART.stop:])] != [
+        list(INPUT_CLASSES), list(OUTPUT_CLASSES), ["other"]]:
+    raise RuntimeError("CLASSES must be INPUT_CLASSES, then OUTPUT_CLASSES, then 'other'")
 
 # Rate keys (USD per 1M tokens) and, per class, the keys tried in order: a class with no rate of
 # its own is charged like the class it is part of (a 1h cache write with no 1h price is a cache write).

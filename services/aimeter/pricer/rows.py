@@ -23,11 +23,11 @@ from uuid import UUID
 from msgspec.structs import astuple
 from pydantic import ValidationError
 
-from aimeter.events import UsageEvent
+from aimeter.events import Attribution, TokenUsage, UsageEvent
 from aimeter.pricer import fastparse
 from aimeter.pricer.core import PriceBook, Priced
-from aimeter.pricer.rates import CLASSES
-from aimeter.pricer.tariff import Charge, DeferTariff, Tariffs, charge_of, tariffs
+from aimeter.pricer.rates import CLASSES, INPUT_PART, OUTPUT_PART
+from aimeter.pricer.tariff import Charge, DeferTariff, Tariffs, charge_of, components_sum, tariffs
 from aimeter.pricer.unitmath import usd
 
 EVENT_COLUMNS = [
@@ -59,10 +59,9 @@ _AT = {c: EVENT_COLUMNS.index(c) for c in EVENT_COLUMNS}
 
 def _flat_fields() -> list[str]:
     """The fast struct's fields in row order (without schema_version), to prove the rows line up."""
-    names = []
+    names: list[str] = []
     for name in fastparse.FastEvent.__struct_fields__[1:]:
-        nested = {"usage": fastparse.struct_for(UsageEvent.model_fields["usage"].annotation),
-                  "attribution": fastparse.struct_for(UsageEvent.model_fields["attribution"].annotation)}
+        nested = {"usage": fastparse.struct_for(TokenUsage), "attribution": fastparse.struct_for(Attribution)}
         names += nested[name].__struct_fields__ if name in nested else (name,)
     return names
 
@@ -142,10 +141,8 @@ def classic_event_row(batch: Batch, i: int) -> list[Any]:
 def classic_cost_row(batch: Batch, i: int) -> list[Any]:
     e = dict(zip(EVENT_COLUMNS, classic_event_row(batch, i), strict=True))
     components, reference, o = batch.charges[i]
-    priced = components[0] is not None
-    total = usd(sum(components)) if priced else None  # type: ignore[arg-type]
-    input_cost = usd(sum(components[:6])) if priced else None  # type: ignore[arg-type]
-    output_cost = usd(sum(components[6:10])) if priced else None  # type: ignore[arg-type]
+    total = usd(components_sum(components))
+    input_cost, output_cost = usd(components_sum(components, INPUT_PART)), usd(components_sum(components, OUTPUT_PART))
     return [
         e["event_id"], e["started_at"], e["ended_at"], e["api"], e["backend"], e["provider"], e["deployment"],
         e["model_served"] or e["model_requested"], e["status"], e["stream"], e["team"], e["project"], e["user"],

@@ -20,7 +20,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from operator import mul
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from genai_prices import data_snapshot
 from genai_prices.types import TimeOfDateConstraint
@@ -59,6 +59,11 @@ class Outcome(NamedTuple):
 # One event's charge: the 11 class components in CLASSES order (units, or all None when unpriced),
 # the reference (savings) cost in units or None, and the outcome.
 Charge = tuple[tuple[int | None, ...], int | None, Outcome]
+
+
+def components_sum(components: tuple[int | None, ...], part: slice = slice(None)) -> int | None:
+    """The sum of ``part`` of a charge's components, or None when it is unpriced (then every one is None)."""
+    return None if components[0] is None else sum(cast("tuple[int, ...]", components[part]))
 
 
 def outcome_of(priced: Priced) -> Outcome:
@@ -159,7 +164,7 @@ class ListTariff:
 
     def total(self, usage: UsageCounts) -> int | None:
         components = self.charge(usage)[0]
-        return None if components[0] is None else sum(components)  # type: ignore[arg-type]
+        return components_sum(components)
 
 
 class FixedTariff:
@@ -204,7 +209,7 @@ class GpuTariff:
     def charge(self, usage: UsageCounts, seconds: float | None = None) -> Charge:
         reference = None if self.reference is None else self.reference.total(usage)
         if seconds is not None:  # measured GPU time: the reference arithmetic itself (a minority of events)
-            by_class = gpu_pricing.by_gpu_seconds(usage, seconds, self.period).by_class  # type: ignore[arg-type]
+            by_class = gpu_pricing.by_gpu_seconds(usage, seconds, self.period).by_class
             amounts = tuple(units(by_class[c]) if c in by_class else 0 for c in CLASSES)
             return amounts, reference, self.outcomes[gpu_pricing.GPU_SECONDS]
         if usage.input_tokens >= self.safe or usage.output_tokens >= self.safe:

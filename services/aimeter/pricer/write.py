@@ -14,16 +14,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from operator import add, attrgetter, is_
-from typing import Any
+from typing import Any, cast
 
 from clickhouse_connect.driver.client import Client
 
-from aimeter.events import UsageEvent
+from aimeter.events import Attribution, TokenUsage
 from aimeter.pricer import native
 from aimeter.pricer.fastparse import FastEvent, struct_for
-from aimeter.pricer.rates import CLASSES
+from aimeter.pricer.rates import CLASSES, INPUT_PART, OUTPUT_PART
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, ROUTE_FIELDS, USAGE_FIELDS, Batch
-from aimeter.pricer.tariff import NO_COMPONENTS, Outcome
+from aimeter.pricer.tariff import NO_COMPONENTS, Outcome, components_sum
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INSERT_SETTINGS = {
@@ -111,7 +111,7 @@ def event_columns(events: list[Any], skip: tuple[str, ...] = ()) -> dict[str, li
             continue
         values = list(map(attrgetter(name), events))
         if name in ("usage", "attribution"):
-            fields = struct_for(UsageEvent.model_fields[name].annotation).__struct_fields__
+            fields = struct_for(TokenUsage if name == "usage" else Attribution).__struct_fields__
             found.update((field, list(map(attrgetter(field), values))) for field in fields)
         else:
             found[name] = values
@@ -178,24 +178,27 @@ def _amounts(components: Sequence[tuple[int | None, ...]], references: Sequence[
              ) -> dict[str, tuple[str, bytes]]:
     """The amount columns: the 11 class components, their sums (input, output, total) and the reference."""
     by_class = list(zip(*components, strict=True))
-    amounts = {f"{c}_cost_usd": values for c, values in zip(CLASSES, by_class, strict=True)}
     if any(map(is_, components, repeat(NO_COMPONENTS))):  # some unpriced rows: their amounts are NULL
-        amounts |= {
-            "cost_usd": [None if c[0] is None else sum(c) for c in components],  # type: ignore[arg-type]
-            "input_cost_usd": [None if c[0] is None else sum(c[:6]) for c in components],  # type: ignore[arg-type]
-            "output_cost_usd": [None if c[0] is None else sum(c[6:10]) for c in components],  # type: ignore[arg-type]
+        nullable: dict[str, Sequence[int | None]] = {
+            f"{c}_cost_usd": values for c, values in zip(CLASSES, by_class, strict=True)}
+        nullable |= {
+            "cost_usd": [components_sum(c) for c in components],
+            "input_cost_usd": [components_sum(c, INPUT_PART) for c in components],
+            "output_cost_usd": [components_sum(c, OUTPUT_PART) for c in components],
         }
-        return {name: _money(values) for name, values in amounts.items()} | {"reference_cost_usd": _money(references)}
+        return {name: _money(values) for name, values in nullable.items()} | {"reference_cost_usd": _money(references)}
+    priced = cast("list[tuple[int, ...]]", by_class)  # every row is priced past this point
+    amounts: dict[str, Sequence[int]] = {f"{c}_cost_usd": values for c, values in zip(CLASSES, priced, strict=True)}
     n = len(components)
-    inputs, outputs = _sums(by_class[:6], n), _sums(by_class[6:10], n)  # type: ignore[arg-type]
-    total = _sums([inputs, outputs, by_class[-1]], n)  # type: ignore[list-item]
+    inputs, outputs = _sums(priced[INPUT_PART], n), _sums(priced[OUTPUT_PART], n)
+    total = _sums([inputs, outputs, priced[-1]], n)
     amounts |= {"cost_usd": total, "input_cost_usd": inputs, "output_cost_usd": outputs}
     # Every amount is a sum of non-negative components or one of them: the total bounds them all.
-    if min(map(min, by_class)) < 0:  # type: ignore[type-var]
+    if min(map(min, priced)) < 0:
         return {name: _money(values) for name, values in amounts.items()} | {"reference_cost_usd": _money(references)}
     wire = native.decimal_type(total)
     not_null = bytes(len(total))
-    columns = {name: (f"Nullable({wire})", not_null + native.decimals(values, wire))  # type: ignore[arg-type]
+    columns = {name: (f"Nullable({wire})", not_null + native.decimals(values, wire))
                for name, values in amounts.items()}
     return columns | {"reference_cost_usd": _money(references)}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 BUCKETS = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
 ALL = "*"  # the scope or model of a row that covers every scope or model (the provider does not split it)
@@ -40,7 +41,7 @@ class Figures:
         return Figures(*(self._sum(getattr(self, f), getattr(other, f)) for f in _FIELDS))
 
     @staticmethod
-    def _sum(a: int | Decimal | None, b: int | Decimal | None) -> int | Decimal | None:
+    def _sum(a: Any, b: Any) -> Any:  # one field of each: int, int | None or Decimal | None
         if a is None:
             return b
         return a if b is None else a + b

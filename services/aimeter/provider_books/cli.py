@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace, reader: Client, writer: Callable[[], Client] |
     window = Window.of(since, until, args.bucket)
     key = read_admin_key(provider, args.admin_key_file, environ)
     client = AdminClient(provider, args.admin_base_url or books.DEFAULT_BASE_URL, books.auth_headers(key), key,
-                         **({"sleep": sleep} if sleep else {}))
+                         sleep=sleep or time.sleep)
     led, scoped = read_ledger(reader, provider, window, config, args.backend)
     try:
         usage, costs = pull(provider, client, window, scoped)

@@ -48,7 +48,7 @@ class Tolerance:
     def within(self, provider: int | Decimal | None, ledger: int | Decimal | None, allowance: int | Decimal) -> bool:
         if provider is None:
             return True  # the provider does not report this figure: nothing to compare
-        drift = abs(provider - (ledger or 0))
+        drift = abs(Decimal(provider) - Decimal(ledger or 0))
         return drift <= allowance or (provider != 0 and Decimal(drift) * 100 <= self.pct * abs(Decimal(provider)))
 
 

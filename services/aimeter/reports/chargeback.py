@@ -136,7 +136,7 @@ def as_text(report: Chargeback, fmt: str) -> str:
             + render(report.columns, lines, "table"))
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("chargeback", help="one month's cost per team or project, with a grand total")
     parser.add_argument("--month", required=True, help="calendar month in UTC, YYYY-MM")
     parser.add_argument("--by", default="team", choices=CHARGEBACK_DIMENSIONS)

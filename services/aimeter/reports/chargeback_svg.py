@@ -51,7 +51,7 @@ def _rect(box: Box, color: str, title: str) -> str:
             f"<title>{escape(title)}</title></rect>")
 
 
-def _text(x: Decimal | int, y: Decimal | int, text: str, anchor: str = "start") -> str:
+def _text(x: Decimal | int | str, y: Decimal | int, text: str, anchor: str = "start") -> str:
     return f'<text x="{x}" y="{y}" text-anchor="{anchor}" font-size="12">{escape(text)}</text>'
 
 

@@ -77,7 +77,7 @@ def compare(emitted: Counter[str], stored: dict[str, tuple[int, ...]], since: da
     return [HourCheck(h, emitted.get(h, 0), *stored.get(h, (0, 0))) for h in hours]
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reconcile", help="compare gateway-emitted event counts with ClickHouse; non-zero on a gap")
     p.add_argument("--since", required=True, help="ISO date/time (UTC) or relative like 24h")
     p.add_argument("--until", default="now")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlparse, urlunparse
 
 import clickhouse_connect
@@ -70,7 +71,7 @@ def report_client(url: str, query_port: int) -> Client:
     return query_endpoint_client(url, query_port)
 
 
-def query_endpoint_client(url: str, query_port: int, **kwargs: object) -> Client:
+def query_endpoint_client(url: str, query_port: int, **kwargs: Any) -> Client:
     """A client of the pricer's query endpoint, as its reader (password from the file beside the store)."""
     path = chdb_path(url)
     if path is None:

@@ -63,7 +63,7 @@ def from_anthropic_body(body: Any) -> Extracted:
     """Usage of a whole Message object (``{"type": "message", "model", "usage": {…}}``); never raises."""
     if not isinstance(body, Mapping):
         return Extracted(TokenUsage(), UsageSource.NONE, problem="response is not a JSON object")
-    served = body.get("model") if isinstance(body.get("model"), str) else ""
+    served = model if isinstance(model := body.get("model"), str) else ""
     if body.get("type") == "error":
         return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {describe_error(body)}",
                          error_type=error_type_of(body))

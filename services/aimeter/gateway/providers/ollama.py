@@ -67,7 +67,7 @@ def from_ollama_body(body: Any) -> Extracted:
     """Usage of a non-streamed answer or of a stream's ``done: true`` line; never raises."""
     if not isinstance(body, Mapping):
         return Extracted(TokenUsage(), UsageSource.NONE, problem="response is not a JSON object")
-    served = body.get("model") if isinstance(body.get("model"), str) else ""
+    served = model if isinstance(model := body.get("model"), str) else ""
     if "error" in body:
         return Extracted(TokenUsage(), UsageSource.NONE, served, problem=f"error body: {body['error']!s:.500}",
                          error_type=ERROR_TYPE)

@@ -265,7 +265,7 @@ class Gateway:
         return name, backend, route
 
     async def _proxy(self, match: Match, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        started = now()
+        started, clock = now(), time.perf_counter()  # the clock times the gateway's own share (metrics)
         if not self.sink.accepting():
             raise Rejected(503, "usage metering is unavailable: no room on the gateway's disk to journal this "
                                 "request's usage event (AIMETER_SPOOL_FULL_POLICY=closed); nothing was forwarded, "
@@ -275,7 +275,8 @@ class Gateway:
         key = self._authenticate(headers, query if match.spec.key_in_query else "")  # ?key=: Gemini's way only
         held = self._take_slot(key)
         try:
-            await self._serve(match, receive, send, headers=headers, query=query, key=key, started=started)
+            await self._serve(match, receive, send, headers=headers, query=query, key=key, started=started,
+                              clock=clock)
         finally:
             if held is not None:
                 self._give_back(held)
@@ -300,7 +301,7 @@ class Gateway:
             del self._in_flight[key_id]
 
     async def _serve(self, match: Match, receive: Receive, send: Send, *, headers: dict[str, str], query: str,
-                     key: KeyRecord | None, started: datetime) -> None:
+                     key: KeyRecord | None, started: datetime, clock: float) -> None:
         request = await self._parse(match, headers, receive, key)
         name, backend, route = self._route(match, request.model)
         spec = match.spec
@@ -327,7 +328,7 @@ class Gateway:
 
         # From here the request reaches the upstream, so its event is emitted whatever happens next.
         outcome = Outcome(marker=(b"x-aimeter-event-id", event_id.encode()), streamed=stream)
-        outcome.forward_started = time.perf_counter()
+        outcome.began, outcome.forward_started = clock, time.perf_counter()
         try:
             await self.forwarder.forward(call, send_all_but_last, receive, outcome)
         except asyncio.CancelledError:  # the client left before the upstream answered (see server_cycle)
@@ -383,7 +384,8 @@ class Gateway:
                  api: str) -> None:
         """Prometheus counters (and an OpenTelemetry span when enabled) for one forwarded request."""
         usage = outcome.extracted.usage
-        total_s = (now() - started).total_seconds()  # after the event was journaled: that is the gateway's too
+        # After the event was journaled (the gateway's time too); perf_counter: 0.12 us, datetime.now(UTC): ~0.85.
+        total_s = time.perf_counter() - outcome.began
         first = outcome.first_token_at
         ttft_s = (first - started).total_seconds() if stream and first is not None else None
         self.meter.request(api, name, request.model, request.attribution.team, outcome.status.value, total_s,

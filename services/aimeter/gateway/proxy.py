@@ -66,7 +66,8 @@ class Outcome:
     problem: str = ""
     marker: tuple[bytes, bytes] = (b"x-aimeter-event-id", b"")
     streamed: bool = False  # relayed as a stream: what the upstream sent back decides, not the request's flag
-    forward_started: float = 0.0  # perf_counter() around the upstream call (metrics: upstream vs added time)
+    began: float = 0.0  # perf_counter() at the request's start, and around the upstream call (metrics: added time)
+    forward_started: float = 0.0
     forward_ended: float = 0.0
 
 

@@ -186,6 +186,11 @@ def run_command(url: str, reader: Callable[[], Client], config: GatewayConfig, b
         gpu_note = _gpu_written_note(written, before, gpu_cost(client, since, until))
     book = PriceBook(history_config(config, history), book.overrides)
     report = reprice(client, book, since, until, dry_run=dry_run, progress=lambda p: print(p.line(), file=err))
+    if not dry_run:  # the re-rated hours are dirty (raw rows, exact): roll them up again now
+        from aimeter.reports.rollup import refresh  # noqa: PLC0415
+
+        done = refresh(client)
+        print(f"rollups: {done.computed} hours recomputed", file=err)
     print(render_report(report), file=out)
     print(gpu_note, file=out)
     return 0

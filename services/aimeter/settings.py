@@ -30,11 +30,22 @@ class Settings(BaseSettings):
         None, description="ClickHouse server only: password, any characters (overrides the URL's).")
     clickhouse_password_file: Path | None = Field(
         None, description="ClickHouse server only: file holding the password (trailing newline ignored).")
+    clickhouse_cluster: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="ClickHouse server only: run migrations ON CLUSTER this cluster, with Replicated* tables and "
+                    "Distributed tables over them (see the README's Scale section).")
     query_port: int = Field(8124, ge=1, le=65535, description="Embedded mode: read-only query endpoint.")
     query_max_execution_s: int = Field(120, ge=1, description="Query endpoint: longest a query may run.")
     query_max_memory_bytes: int = Field(2**30, ge=16 * 2**20, description="Query endpoint: memory per query.")
     query_max_result_bytes: int = Field(256 * 2**20, ge=2**20, description="Query endpoint: largest result.")
     query_max_concurrent: int = Field(4, ge=1, le=64, description="Query endpoint: queries run at once.")
+    rollup_interval_s: float = Field(
+        60.0, ge=0, description="The pricer recomputes the hourly rollups' dirty whole hours this often, off its "
+                                "insert path; 0: never (reports then read those hours' raw rows, still exact).")
+    raw_retention_days: int = Field(
+        0, ge=0, description="TTL of raw ledger rows (usage_events, usage_costs, usage_cost_versions) in days; the "
+                             "hourly rollups keep everything. 0 (default): kept forever, because re-rating and GPU "
+                             "history corrections recompute from raw rows.")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=1, le=65535)
     gateway_id: str = "gw-1"

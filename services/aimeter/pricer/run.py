@@ -54,12 +54,32 @@ def _stop(server: ThreadingHTTPServer | None) -> None:
         server.server_close()
 
 
-async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
+async def keep_rollups(url: str, interval_s: float, retention_days: int) -> None:
+    """The rollup job (aimeter.reports.rollup) every ``interval_s``, on a thread and a client of its own, off the
+    consumer's insert path (a client serialises its queries: a job would hold back the inserts). A failure is
+    logged and retried next time: until then reports read those hours' raw rows (still exact)."""
+    from aimeter.reports import rollup  # noqa: PLC0415
+
+    client = get_client(url)
+    if retention_days:
+        await asyncio.to_thread(rollup.apply_retention, client, retention_days)
+    while interval_s > 0:
+        await asyncio.sleep(interval_s)
+        try:
+            done = await asyncio.to_thread(rollup.refresh, client, retention_days=retention_days)
+        except Exception:
+            log.exception("rollup refresh failed; reports read raw rows for the dirty hours until the next one")
+            continue
+        if done.computed:
+            log.info("rollups: %d hours recomputed (version %d)", done.computed, done.version)
+
+
+async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:  # noqa: PLR0915
     """Until SIGTERM/SIGINT. In embedded mode this process owns chDB, so it also answers queries."""
     book = load_price_book(config)  # an invalid overrides file stops the pricer here, every problem listed
     url = settings.resolved_clickhouse_url
     client = get_client(url)
-    applied = migrate(client)
+    applied = migrate(client, cluster=settings.clickhouse_cluster)
     if applied:
         log.info("applied ClickHouse migrations: %s", ", ".join(applied))
     book = gpu_history_book(client, config, book)
@@ -98,6 +118,7 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
         loop.add_signal_handler(sig, stop.set)
     # The loop blocks in librdkafka and in ClickHouse inserts: its own thread, off the query server's event loop.
     consuming = asyncio.ensure_future(asyncio.to_thread(consumer.run))
+    rolling = asyncio.ensure_future(keep_rollups(url, settings.rollup_interval_s, settings.raw_retention_days))
     print(f"pricer: consuming from {bootstrap} into {redact(url)}", flush=True)  # never the password
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -105,6 +126,7 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     finally:
         consumer.stop()
         stopping.cancel()
+        rolling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await stopping
         try:

@@ -6,8 +6,11 @@ window and filters are spelled (bound parameters for the CLI, the Grafana plugin
 
 Map of the folder:
 
-* ``sql.py``: the spend / chargeback builder (measures, windows, filters, groupings) and the shared SQL
-  constants.
+* ``sql.py``: the spend / chargeback builder (measures, windows, filters, groupings); it reads the exact
+  hourly rollups for clean hours and raw rows with ``FINAL`` for the rest.
+* ``rollup.py``: the exact hourly rollups (issue 17): how readers split a window between rollup and raw rows,
+  the rollup job, and why the answer equals ``FINAL`` over raw rows at every moment.
+* ``terms.py``: SQL terms every report spells the same way (typed zeros, "no cost" statuses).
 * ``queries.py``: ledger SQL beside the spend figures: re-rating pages, counts, corrections, self-hosted use.
 * ``panels.py``, ``panels_ops.py``, ``panels_books.py``: the SQL of every Grafana panel (spend and
   chargeback, gateway operations, provider books), in the ClickHouse datasource plugin's dialect.

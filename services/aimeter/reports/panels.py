@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from aimeter.reports.rollup import CACHE_READ_SAVINGS, allocation
 from aimeter.reports.sql import (
     COSTS_COLUMNS,
     EVENTS_COLUMNS,
     FILTER_DIMENSIONS,
+    NO_FILTERS,
     NOT_PRICED,
+    ROLLED_COST,
     ZERO,
     Filters,
     Grouping,
@@ -53,10 +56,13 @@ def spend(measures: Sequence[str], grouping: Grouping | None = None) -> str:
     return aggregate_query(measures, GRAFANA_WINDOW, VARIABLE_FILTERS, grouping or Grouping())[0]
 
 
-def spend_over_time(key: str) -> str:
-    """Fully loaded spend per ``$__timeInterval`` bucket and ``key`` (long format: the plugin makes series)."""
-    return spend(["loaded_cost_usd"], Grouping(key=key, key_name=key, bucket=lambda col: f"$__timeInterval({col})",
-                                               bucket_name="time", order=f"time, {key}"))
+def spend_over_time(key: str, window: Window = GRAFANA_WINDOW) -> str:
+    """Fully loaded spend per ``$__timeInterval`` bucket and ``key`` (long format: the plugin makes series).
+    Hourly rollups serve only buckets of whole hours (an interval that is a multiple of 3600 s); a finer
+    interval (a range of a day or less) reads raw rows."""
+    return aggregate_query(["loaded_cost_usd"], window, VARIABLE_FILTERS, Grouping(
+        key=key, key_name=key, bucket=lambda col: f"$__timeInterval({col})", bucket_name="time",
+        order=f"time, {key}", rollup_ok="$__interval_s % 3600 = 0"))[0]
 
 
 def deployment_split() -> str:
@@ -88,77 +94,129 @@ def chargeback_total() -> str:
         "requests", "cost_usd", "loaded_cost_usd", "self_hosted_cost_usd", "savings_usd", "unpriced_requests"))[0]
 
 
-def idle_capacity() -> str:
+def _costs(columns: dict[str, tuple[str, str]], window: Window, filters: Filters, *extra: str) -> str:
+    """usage_costs FINAL rows in the panel's range passing the variables and ``extra`` and, with rollups, the
+    usage_rollup rows of the range's clean whole hours (the raw part then skips them), each as ``columns``
+    (name -> (raw expression, rollup expression)); names are ``p_``-prefixed so no alias shadows a column."""
+    span = window.span()
+    conditions = [*filters.where(COSTS_COLUMNS), *extra]
+
+    def select(index: int, source: str, where: Sequence[str]) -> str:
+        cells = ", ".join(f"{exprs[index]} AS {name}" for name, exprs in columns.items())
+        return f"SELECT {cells} FROM {source} WHERE {' AND '.join(where)}"  # noqa: S608 - fixed text
+
+    if not window.rollups:
+        return select(0, "usage_costs FINAL", [window.where("started_at"), *conditions])
+    raw = select(0, "usage_costs FINAL", [window.where("started_at"), span.raw("started_at"), *conditions])
+    rolled = select(1, "usage_rollup", [span.rolled(), "source = 'cost'", *conditions])
+    return f"{raw}\n    UNION ALL\n    {rolled}"
+
+
+def idle_capacity(window: Window = GRAFANA_WINDOW, filters: Filters = VARIABLE_FILTERS) -> str:
     """Idle GPU capacity per month and backend (team ``idle`` of the allocation), beside the backend's full cost.
     Only the backend and deployment variables apply: idle hours belong to no team, project or model."""
-    gpu_filters = Filters(("backend", "deployment"), VARIABLE_FILTERS.condition)
-    where = "\n  AND ".join(gpu_filters.where(COSTS_COLUMNS))
+    gpu_filters = Filters(tuple(d for d in ("backend", "deployment") if d in filters.dimensions), filters.condition)
+    conditions = gpu_filters.where(COSTS_COLUMNS)
+    span = window.span()
+
+    def select(source: str, cost: str, where: Sequence[str]) -> str:
+        return (f"SELECT {month_start('hour')} AS p_month, backend AS p_backend, "  # noqa: S608
+                f"if(team = 'idle', {cost}, {ZERO}) AS p_idle, {cost} AS p_cost FROM {source} "
+                f"WHERE {' AND '.join(where) or '1 = 1'}")
+
+    parts = [select(window.allocation, "cost_usd", conditions)] if not window.rollups else [
+        *([select(allocation(window.since, span.head_end), "cost_usd", conditions)] if window.partial_head else []),
+        select(allocation(span.tail_from, window.until), "cost_usd", [span.raw("hour"), *conditions]),
+        select("usage_rollup", "gpu_usd", [span.rolled(), "source = 'gpu'", *conditions])]
+    rows = "\n    UNION ALL\n    ".join(parts)
     return f"""SELECT
-    {month_start("hour")} AS month,
-    backend,
-    sumIf(cost_usd, team = 'idle') AS idle_cost_usd,
-    sum(cost_usd) AS gpu_cost_usd
-FROM {GRAFANA_WINDOW.allocation}
-WHERE {where}
+    p_month AS month,
+    p_backend AS backend,
+    sum(p_idle) AS idle_cost_usd,
+    sum(p_cost) AS gpu_cost_usd
+FROM (
+    {rows}
+)
 GROUP BY month, backend
 ORDER BY month, backend"""  # noqa: S608 - fixed text and plugin macros
 
 
-def usd_per_million_by_model() -> str:
+def usd_per_million_by_model(window: Window = GRAFANA_WINDOW, filters: Filters = VARIABLE_FILTERS) -> str:
     """Marginal $ per 1M tokens (input + output) of priced requests; unpriced ones would drag it towards 0.
     Only the model and the plotted figure are returned: a bar chart draws every numeric column as bars."""
+    rows = _costs({"model": ("model", "model"), "p_cost": ("cost_usd", ROLLED_COST),
+                   "p_tokens": ("input_tokens + output_tokens", "input_tokens + output_tokens")},
+                  window, filters, "pricing_status = 'priced'")
     return f"""SELECT
     model,
-    sum(cost_usd) * 1000000 / sum(input_tokens + output_tokens) AS usd_per_1m_tokens
-FROM usage_costs FINAL
-WHERE {costs_where("pricing_status = 'priced'")}
+    sum(p_cost) * 1000000 / sum(p_tokens) AS usd_per_1m_tokens
+FROM (
+    {rows}
+)
 GROUP BY model
-HAVING sum(input_tokens + output_tokens) > 0
+HAVING sum(p_tokens) > 0
 ORDER BY usd_per_1m_tokens DESC, model"""  # noqa: S608
 
 
-def top_by(column: str, label: str) -> str:
+def top_by(column: str, label: str, window: Window = GRAFANA_WINDOW, filters: Filters = VARIABLE_FILTERS) -> str:
     """The ten ``column`` values (virtual keys, users) with the highest marginal spend."""
+    rows = _costs({"p_label": (column, column), "p_team": ("team", "team"), "p_requests": ("toUInt64(1)", "requests"),
+                   "p_cost": ("cost_usd", ROLLED_COST),
+                   "p_unpriced": (f"toUInt64(pricing_status IN {NOT_PRICED})", "unpriced_requests")},
+                  window, filters, f"{column} != ''")
     return f"""SELECT
-    {column} AS {label},
-    team,
-    count() AS requests,
-    sum(cost_usd) AS spend_usd,
-    countIf(pricing_status IN {NOT_PRICED}) AS unpriced_requests
-FROM usage_costs FINAL
-WHERE {costs_where(f"{column} != ''")}
+    p_label AS {label},
+    p_team AS team,
+    sum(p_requests) AS requests,
+    sum(p_cost) AS spend_usd,
+    sum(p_unpriced) AS unpriced_requests
+FROM (
+    {rows}
+)
 GROUP BY {label}, team
 ORDER BY ifNull(spend_usd, {ZERO}) DESC, requests DESC, {label}
 LIMIT 10"""  # noqa: S608
 
 
-def cache_read_savings() -> str:
+def cache_read_savings(window: Window = GRAFANA_WINDOW, filters: Filters = VARIABLE_FILTERS) -> str:
     """What cache reads saved on paid APIs: the tokens at the request's own uncached input rate, minus what
     they cost. A request with no uncached input tells no rate and is left out (the figure is a floor)."""
+    rows = _costs({"p_saved": (CACHE_READ_SAVINGS, "cache_read_savings_usd")}, window, filters,
+                  "deployment = 'proprietary'", "pricing_status = 'priced'")
     return f"""SELECT
-    sum(if(text_tokens > 0, ifNull(input_text_cost_usd, {ZERO}) * cache_read_input_tokens / text_tokens
-                            - ifNull(cache_read_cost_usd, {ZERO}), {ZERO})) AS cache_read_savings_usd
+    sum(p_saved) AS cache_read_savings_usd
 FROM (
-    SELECT input_text_cost_usd, cache_read_cost_usd, cache_read_input_tokens,
-           greatest(toInt64(input_tokens) - cache_read_input_tokens - cache_creation_input_tokens
-                    - input_audio_tokens - input_image_tokens, 0) AS text_tokens
-    FROM usage_costs FINAL
-    WHERE {costs_where("deployment = 'proprietary'", "pricing_status = 'priced'", "cache_read_input_tokens > 0")}
+    {rows}
 )"""  # noqa: S608
 
 
-def unpriced_count() -> str:
-    return f"""SELECT count() AS unpriced_requests
-FROM usage_costs FINAL
-WHERE {costs_where(f"pricing_status IN {NOT_PRICED}")}"""  # noqa: S608
+def unpriced_count(window: Window = GRAFANA_WINDOW, filters: Filters = VARIABLE_FILTERS) -> str:
+    rows = _costs({"p_unpriced": ("toUInt64(1)", "unpriced_requests")}, window, filters,
+                  f"pricing_status IN {NOT_PRICED}")
+    return f"""SELECT sum(p_unpriced) AS unpriced_requests
+FROM (
+    {rows}
+)"""  # noqa: S608
 
 
-def unpriced_by_model() -> str:
-    return f"""SELECT model, backend, count() AS unpriced_requests
-FROM usage_costs FINAL
-WHERE {costs_where(f"pricing_status IN {NOT_PRICED}")}
+def unpriced_by_model(window: Window = GRAFANA_WINDOW, filters: Filters = VARIABLE_FILTERS) -> str:
+    rows = _costs({"p_model": ("model", "model"), "p_backend": ("backend", "backend"),
+                   "p_unpriced": ("toUInt64(1)", "unpriced_requests")}, window, filters,
+                  f"pricing_status IN {NOT_PRICED}")
+    return f"""SELECT p_model AS model, p_backend AS backend, sum(p_unpriced) AS unpriced_requests
+FROM (
+    {rows}
+)
 GROUP BY model, backend
 ORDER BY unpriced_requests DESC, model, backend"""  # noqa: S608
+
+
+def cost_panels(window: Window, filters: Filters = NO_FILTERS) -> list[str]:
+    """Every spend panel that does not go through :func:`aggregate_query`, over any window (the rollup tests
+    compare them with rollups on and off)."""
+    return [idle_capacity(window, filters), usd_per_million_by_model(window, filters),
+            top_by("api_key_id", "api_key_id", window, filters), top_by("user", "user", window, filters),
+            cache_read_savings(window, filters), unpriced_count(window, filters), unpriced_by_model(window, filters)]
 
 
 def variable_values(dimension: str) -> str:

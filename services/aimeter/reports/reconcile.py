@@ -18,23 +18,39 @@ from typing import TYPE_CHECKING
 
 from aimeter.gateway.journal import emitted_counts as journal_counts
 from aimeter.provider_books import cli as provider_cli
-from aimeter.reports.format import parse_when, render
+from aimeter.reports.format import EARLIEST, LATEST, parse_when, render
+from aimeter.reports.sql import bound_window
 from aimeter.settings import Settings
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-RECONCILE_SQL = """
+
+def reconcile_sql(*, rollups: bool = True) -> str:
+    """Per hour of [since, until): distinct events, priced rows, and the unpriced and unmetered among them;
+    from the hourly rollups for clean whole hours and raw rows with FINAL for the rest (reports/rollup.py)."""
+    window = bound_window(EARLIEST, LATEST)  # only its bound placeholders are used: {since:…}, {until:…}
+    span = window.span()
+    raw_where = window.where("started_at") + (f" AND {span.raw('started_at')}" if rollups else "")
+    rolled = f"FROM usage_rollup WHERE {span.rolled()} AND source = "
+    events = f"SELECT toStartOfHour(started_at) AS h, toUInt64(1) AS n FROM usage_events FINAL WHERE {raw_where}"  # noqa: S608
+    costs = (f"SELECT toStartOfHour(started_at) AS h, toUInt64(1) AS n, toUInt64(pricing_status = 'unpriced') AS u, "  # noqa: S608
+             f"toUInt64(pricing_status = 'unmetered') AS m FROM usage_costs FINAL WHERE {raw_where}")
+    if rollups:
+        events += f" UNION ALL SELECT hour, requests {rolled}'events'"
+        costs += (" UNION ALL SELECT hour, requests, if(pricing_status = 'unpriced', requests, 0), "
+                  f"if(pricing_status = 'unmetered', requests, 0) {rolled}'cost'")
+    return f"""
 SELECT formatDateTime(h, '%Y-%m-%dT%H:00Z') AS hour, e.events, c.priced, c.unpriced, c.unmetered
-FROM (SELECT toStartOfHour(started_at) AS h, count() AS events FROM usage_events FINAL
-      WHERE started_at >= {since:DateTime64(3, 'UTC')} AND started_at < {until:DateTime64(3, 'UTC')} GROUP BY h) AS e
+FROM (SELECT h, sum(n) AS events FROM ({events}) GROUP BY h) AS e
 FULL OUTER JOIN
-     (SELECT toStartOfHour(started_at) AS h, count() AS priced, countIf(pricing_status = 'unpriced') AS unpriced,
-             countIf(pricing_status = 'unmetered') AS unmetered FROM usage_costs FINAL
-      WHERE started_at >= {since:DateTime64(3, 'UTC')} AND started_at < {until:DateTime64(3, 'UTC')} GROUP BY h) AS c
+     (SELECT h, sum(n) AS priced, sum(u) AS unpriced, sum(m) AS unmetered FROM ({costs}) GROUP BY h) AS c
 USING h
 ORDER BY hour
-"""
+"""  # noqa: S608 - fixed text; values are bound parameters
+
+
+RECONCILE_SQL = reconcile_sql()
 
 
 @dataclass(frozen=True)

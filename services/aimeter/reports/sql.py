@@ -22,30 +22,30 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from aimeter.reports.rollup import Span, allocation
+from aimeter.reports.terms import NO_COST, NOT_PRICED, ZERO
+
 SPEND_DIMENSIONS = ("team", "project", "model", "backend", "deployment", "provider", "user")
 WINDOW = "started_at >= {since:DateTime64(3, 'UTC')} AND started_at < {until:DateTime64(3, 'UTC')}"
-ZERO = "toDecimal128(0, 12)"
-NO_COST = "CAST(NULL AS Nullable(Decimal(38, 12)))"
 ALLOCATION = "gpu_cost_allocation(since = {since:DateTime64(3, 'UTC')}, until = {until:DateTime64(3, 'UTC')})"
-# The columns every part of the spend union yields, and what a part that has no such figure puts there.
-# The statuses of a request with no cost: no price known, or usage that could not be read. Both are counted
-# wherever requests are counted, never folded into a total as $0.
-NOT_PRICED = "('unpriced', 'unmetered')"
 
 CHARGEBACK_DIMENSIONS = ("team", "project")
-# Output column -> (value in a usage_costs row, value in a gpu_cost_allocation row).
-PARTS: dict[str, tuple[str, str]] = {
-    "requests": ("toUInt64(1)", "toUInt64(0)"),
-    "input_tokens": ("input_tokens", "toUInt64(0)"),
-    "cache_read_tokens": ("cache_read_input_tokens", "toUInt64(0)"),
-    "cache_write_tokens": ("cache_creation_input_tokens", "toUInt64(0)"),
-    "output_tokens": ("output_tokens", "toUInt64(0)"),
-    "reasoning_tokens": ("reasoning_output_tokens", "toUInt64(0)"),
-    "cost_usd": ("cost_usd", NO_COST),
-    "proprietary_usd": (f"if(deployment = 'self_hosted', {ZERO}, ifNull(cost_usd, {ZERO}))", ZERO),
-    "gpu_usd": (ZERO, "cost_usd"),
-    "reference_usd": (f"if(deployment = 'self_hosted', ifNull(reference_cost_usd, {ZERO}), {ZERO})", ZERO),
-    "unpriced": (f"toUInt64(pricing_status IN {NOT_PRICED})", "toUInt64(0)"),
+# A rollup row's marginal cost: NULL when none of its requests was priced, as sum() over raw rows says.
+ROLLED_COST = f"if(priced_requests > 0, cost_usd, {NO_COST})"
+# Output column -> (value in a usage_costs row, in a gpu_cost_allocation row, in a usage_rollup row).
+PARTS: dict[str, tuple[str, str, str]] = {
+    "requests": ("toUInt64(1)", "toUInt64(0)", "requests"),
+    "input_tokens": ("input_tokens", "toUInt64(0)", "input_tokens"),
+    "cache_read_tokens": ("cache_read_input_tokens", "toUInt64(0)", "cache_read_input_tokens"),
+    "cache_write_tokens": ("cache_creation_input_tokens", "toUInt64(0)", "cache_creation_input_tokens"),
+    "output_tokens": ("output_tokens", "toUInt64(0)", "output_tokens"),
+    "reasoning_tokens": ("reasoning_output_tokens", "toUInt64(0)", "reasoning_output_tokens"),
+    "cost_usd": ("cost_usd", NO_COST, ROLLED_COST),
+    "proprietary_usd": (f"if(deployment = 'self_hosted', {ZERO}, ifNull(cost_usd, {ZERO}))", ZERO, "proprietary_usd"),
+    "gpu_usd": (ZERO, "cost_usd", "gpu_usd"),
+    "reference_usd": (f"if(deployment = 'self_hosted', ifNull(reference_cost_usd, {ZERO}), {ZERO})", ZERO,
+                      "reference_usd"),
+    "unpriced": (f"toUInt64(pricing_status IN {NOT_PRICED})", "toUInt64(0)", "unpriced_requests"),
 }
 # What the outer SELECT reports, in order; every money column is Decimal(38, 12).
 MEASURES: dict[str, str] = {
@@ -77,23 +77,30 @@ MONEY = ("cost_usd", "loaded_cost_usd", "proprietary_cost_usd", "self_hosted_cos
 
 @dataclass(frozen=True)
 class Window:
-    """How a query selects its period: a row filter on a time column, and the bounds for the GPU view."""
+    """How a query selects its period: a row filter on a time column, and the bounds for the GPU view.
+    ``rollups`` off reads every row raw with FINAL (what the rollups are compared against)."""
 
     where: Callable[[str], str]
     since: str
     until: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    rollups: bool = True
+    partial_head: bool = True  # whether ``since`` may fall inside an hour (else no raw GPU head part is read)
 
     @property
     def allocation(self) -> str:
-        return f"gpu_cost_allocation(since = {self.since}, until = {self.until})"
+        return allocation(self.since, self.until)
+
+    def span(self, ok: str = "1") -> Span:
+        return Span(self.since, self.until, ok)
 
 
 def bound_window(since: datetime, until: datetime) -> Window:
     """[since, until) with bound parameters: what the CLI runs."""
     since_p, until_p = "{since:DateTime64(3, 'UTC')}", "{until:DateTime64(3, 'UTC')}"
+    aligned = since == since.replace(minute=0, second=0, microsecond=0)
     return Window(lambda col: f"{col} >= {since_p} AND {col} < {until_p}", since_p, until_p,
-                  {"since": since, "until": until})
+                  {"since": since, "until": until}, partial_head=not aligned)
 
 
 @dataclass(frozen=True)
@@ -119,10 +126,11 @@ def _and(conditions: Sequence[str]) -> str:
 
 
 def union_parts(key: str, bucket: Callable[[str], str], window: Window, filters: Filters,
-                owner: str | None = None) -> str:
-    """The two halves (priced requests, GPU hours) with ``p_``-prefixed outputs: a ClickHouse alias shadows
-    the column of the same name in every other expression of the SELECT, so ``NULL AS cost_usd`` would blank
-    ``cost_usd``. ``owner``, when given, is grouped before the key (``p_owner``)."""
+                owner: str | None = None, *, ok: str = "1") -> str:
+    """The parts (priced requests, GPU hours, and with rollups the clean hours' rollup rows) with
+    ``p_``-prefixed outputs: a ClickHouse alias shadows the column of the same name in every other expression
+    of the SELECT, so ``NULL AS cost_usd`` would blank ``cost_usd``. ``owner``, when given, is grouped before
+    the key (``p_owner``). ``ok``: SQL that is false where hourly rows cannot serve (see rollup.Span)."""
     head = "" if owner is None else f",\n        {owner} AS p_owner"
 
     def select(index: int, source: str, time_col: str, where: list[str]) -> str:
@@ -131,9 +139,18 @@ def union_parts(key: str, bucket: Callable[[str], str], window: Window, filters:
                 f"    FROM {source}\n    WHERE {_and(where)}")
 
     costs = filters.where(COSTS_COLUMNS)
-    priced = select(0, "usage_costs FINAL", "started_at", [window.where("started_at"), *costs])
-    gpu = select(1, window.allocation, "hour", costs)
-    return f"    {priced}\n    UNION ALL\n    {gpu}"
+    if not window.rollups:
+        priced = select(0, "usage_costs FINAL", "started_at", [window.where("started_at"), *costs])
+        return f"    {priced}\n    UNION ALL\n    {select(1, window.allocation, 'hour', costs)}"
+    span = window.span(ok)
+    # The GPU view costs ~0.12 s to plan even when empty: its partial first hour is read only if there is one.
+    parts = [
+        select(0, "usage_costs FINAL", "started_at", [window.where("started_at"), span.raw("started_at"), *costs]),
+        *([select(1, allocation(window.since, span.head_end), "hour", costs)] if window.partial_head else []),
+        select(1, allocation(span.tail_from, window.until), "hour", [span.raw("hour"), *costs]),
+        select(2, "usage_rollup", "hour", [span.rolled(), "source IN ('cost', 'gpu')", *costs]),
+    ]
+    return "    " + "\n    UNION ALL\n    ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -149,6 +166,7 @@ class Grouping:
     order: str | None = None
     owner: str | None = None
     owner_name: str = "team"
+    rollup_ok: str = "1"  # false where hourly rows cannot serve (a bucket shorter than an hour)
 
 
 def aggregate_query(measures: Sequence[str], window: Window, filters: Filters = NO_FILTERS,
@@ -160,7 +178,7 @@ def aggregate_query(measures: Sequence[str], window: Window, filters: Filters = 
     names = [name for _src, name, used in parts if used is not None]
     sources = [src for src, _name, used in parts if used is not None]
     columns = "".join(f"{src} AS {name},\n    " for src, name in zip(sources, names, strict=True))
-    union = union_parts(g.key or "''", g.bucket or (lambda _col: "0"), window, filters, g.owner)
+    union = union_parts(g.key or "''", g.bucket or (lambda _col: "0"), window, filters, g.owner, ok=g.rollup_ok)
     sql = (f"SELECT\n    {columns}{measures_sql(measures)}\nFROM (\n{union}\n)"
            + (f"\nGROUP BY {', '.join(names)}" if names else "")
            + (f"\nHAVING {g.having}" if g.having else "")

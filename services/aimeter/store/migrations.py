@@ -11,6 +11,8 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from aimeter.store.cluster import for_cluster
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "schemas" / "clickhouse"
 _NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
@@ -38,18 +40,27 @@ def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
     return found
 
 
-def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply pending migrations in order; returns the names applied this time."""
-    client.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
-        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
-    )
+BOOKKEEPING = ("CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+               "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version")
+
+
+def statements(sql: str, cluster: str | None = None) -> list[str]:
+    """A migration's statements as run: as written, or rewritten for a cluster (store/cluster.py)."""
+    return [out for statement in split_statements(sql) for out in
+            ([statement] if cluster is None else for_cluster(statement, cluster))]
+
+
+def migrate(client: Client, directory: Path = MIGRATIONS_DIR, cluster: str | None = None) -> list[str]:
+    """Apply pending migrations in order; returns the names applied this time. ``cluster``
+    (``AIMETER_CLICKHOUSE_CLUSTER``): the same files as ON CLUSTER DDL with Replicated and Distributed tables."""
+    for statement in statements(BOOKKEEPING, cluster):
+        client.command(statement)
     done = {row[0] for row in client.query("SELECT version FROM schema_migrations FINAL").result_rows}
     applied = []
     for version, path in migration_files(directory):
         if version in done:
             continue
-        for statement in split_statements(path.read_text(encoding="utf-8")):
+        for statement in statements(path.read_text(encoding="utf-8"), cluster):
             client.command(statement)
         client.insert("schema_migrations", [[version, path.name]], column_names=["version", "name"])
         applied.append(path.name)

@@ -1,0 +1,239 @@
+"""Exact hourly rollups: reports read them for clean hours and raw rows with ``FINAL`` for the rest.
+
+Why not a materialized view that sums on insert: the ledger is at-least-once (a redelivered batch is inserted
+twice) and re-rating inserts a new version of a priced row; ``FINAL`` collapses both, an insert-time sum would
+count both. So (``schemas/clickhouse/0010_hourly_rollups.sql``):
+
+1. Insert-time views on ``usage_costs``, ``usage_events`` and ``gpu_cost_periods`` only *mark* the hours an
+   insert touched (``rollup_marks``: hour, time of the mark). A GPU period version marks every hour from its
+   start until now (the old and new versions of a period share their start).
+2. :func:`refresh` (the rollup job; the pricer runs it every ``AIMETER_ROLLUP_INTERVAL_S`` off its insert
+   path, ``aimeter reprice`` after writing) takes every complete hour that is not clean, notes the newest mark
+   of each, recomputes them from ``FINAL`` (``usage_costs``, ``gpu_cost_allocation``, ``usage_events``) and
+   writes the rows under a new version, then records (hour, version, newest mark seen) in ``rollup_hours``.
+3. An hour is *clean* (``rollup_clean_hours``) when a version was computed after its newest mark. Readers
+   (:class:`Span`) take rollup rows of that version for clean whole hours of their window, and raw rows with
+   ``FINAL`` for everything else: partial hours at the window's edges, the current hour, hours dirtied since
+   the last run. A raw read starts at the first hour that is not clean, so its cost is the dirty tail, not
+   the window.
+
+Exact at every moment: a mark is written after its rows (ClickHouse writes the table, then its views), so
+rows a job read are covered by the marks it noted before reading; a later insert leaves a newer mark and the
+hour falls back to raw rows until the next job. Sums are Decimal(38, 12) and UInt64, so the order of
+addition changes nothing. Hours before the first mark hold nothing. Sub-hour buckets (a Grafana interval that
+is not a whole number of hours) cannot use hourly rows: such a query passes ``ok`` = false and reads raw.
+
+Retention: raw rows may get a TTL (``AIMETER_RAW_RETENTION_DAYS``, default 0 = kept forever); the job never
+recomputes an hour older than the retention, whose raw rows may be gone, and the rollups keep everything.
+It is off by default because re-rating (``aimeter reprice``) and GPU history corrections recompute from raw
+rows: after the TTL, a window can no longer be re-rated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from aimeter.reports.terms import NOT_PRICED, ZERO
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+DIMENSIONS = ("team", "project", "user", "api_key_id", "model", "backend", "provider", "deployment",
+              "pricing_status")
+# The first hour anything was marked or computed: no row is older (every insert marks its hours).
+EPOCH = "(SELECT minOrNull(hour) FROM (SELECT hour FROM rollup_hours UNION ALL SELECT hour FROM rollup_marks))"
+# Per priced row: what cache reads saved against the row's own uncached input rate (the Overview panel).
+CACHE_READ_SAVINGS = f"""if(deployment = 'proprietary' AND pricing_status = 'priced' AND cache_read_input_tokens > 0
+       AND greatest(toInt64(input_tokens) - cache_read_input_tokens - cache_creation_input_tokens
+                    - input_audio_tokens - input_image_tokens, 0) > 0,
+    ifNull(input_text_cost_usd, {ZERO}) * cache_read_input_tokens
+        / greatest(toInt64(input_tokens) - cache_read_input_tokens - cache_creation_input_tokens
+                   - input_audio_tokens - input_image_tokens, 0)
+        - ifNull(cache_read_cost_usd, {ZERO}),
+    {ZERO})"""
+# usage_rollup column -> its value over one group of usage_costs FINAL rows.
+COST_SUMS: dict[str, str] = {
+    "requests": "count()",
+    "input_tokens": "sum(input_tokens)",
+    "cache_read_input_tokens": "sum(cache_read_input_tokens)",
+    "cache_creation_input_tokens": "sum(cache_creation_input_tokens)",
+    "output_tokens": "sum(output_tokens)",
+    "reasoning_output_tokens": "sum(reasoning_output_tokens)",
+    "priced_requests": "count(cost_usd)",
+    "cost_usd": f"sum(ifNull(cost_usd, {ZERO}))",
+    "proprietary_usd": f"sum(if(deployment = 'self_hosted', {ZERO}, ifNull(cost_usd, {ZERO})))",
+    "reference_usd": f"sum(if(deployment = 'self_hosted', ifNull(reference_cost_usd, {ZERO}), {ZERO}))",
+    "unpriced_requests": f"countIf(pricing_status IN {NOT_PRICED})",
+    "cache_read_savings_usd": f"sum({CACHE_READ_SAVINGS})",
+}
+CLEAN = "rollup_clean_hours"
+
+
+def _hour(expr: str) -> str:
+    return f"toDateTime64(toStartOfHour({expr}), 3, 'UTC')"
+
+
+@dataclass(frozen=True)
+class Span:
+    """How a query over ``[since, until)`` (SQL expressions) splits between rollup rows and raw rows.
+
+    ``first`` .. ``last`` are the whole hours inside the window; ``head_end`` ends the partial first hour;
+    ``tail_from`` is the first whole hour that is not clean (or ``last``), from where raw rows are read.
+    ``ok`` is an SQL condition; when false every hour reads raw (e.g. a sub-hour Grafana bucket)."""
+
+    since: str
+    until: str
+    ok: str = "1"
+
+    @property
+    def first(self) -> str:
+        return f"toDateTime64(toStartOfHour({self.since} - toIntervalMillisecond(1)) + toIntervalHour(1), 3, 'UTC')"
+
+    @property
+    def last(self) -> str:
+        return _hour(self.until)
+
+    @property
+    def clean(self) -> str:
+        """(hour, version) of the clean whole hours of the window."""
+        return (f"(SELECT hour, version FROM {CLEAN} WHERE hour >= {self.first} AND hour < {self.last} "  # noqa: S608
+                f"AND {self.ok})")
+
+    @property
+    def clean_hours(self) -> str:
+        return f"(SELECT hour FROM {CLEAN} WHERE hour >= {self.first} AND hour < {self.last} AND {self.ok})"  # noqa: S608
+
+    @property
+    def head_end(self) -> str:
+        return f"least({self.first}, {self.until})"
+
+    @property
+    def tail_from(self) -> str:
+        hours = (f"SELECT {self.first} + toIntervalHour(number) AS h FROM numbers(toUInt64(greatest(0, "  # noqa: S608
+                 f"dateDiff('hour', {self.first}, {self.last}))))")
+        dirty = (f"(SELECT ifNull(minOrNull(h), {self.last}) FROM ({hours}) WHERE h >= {EPOCH} "  # noqa: S608
+                 f"AND h NOT IN {self.clean_hours})")
+        return f"greatest({dirty}, {self.head_end})"
+
+    def raw(self, col: str) -> str:
+        """Raw rows (time column ``col``, already inside the window) that no clean hour's rollup holds."""
+        return (f"({col} < {self.head_end} OR {col} >= {self.tail_from}) "
+                f"AND toStartOfHour({col}) NOT IN {self.clean_hours}")
+
+    def rolled(self, col: str = "hour") -> str:
+        """Rollup rows of the clean whole hours, at the version each hour's state points at."""
+        return f"{col} >= {self.first} AND {col} < {self.last} AND ({col}, version) IN {self.clean}"
+
+
+def allocation(since: str, until: str) -> str:
+    return f"gpu_cost_allocation(since = {since}, until = {until})"
+
+
+# --- the rollup job -------------------------------------------------------------------------------------------
+
+TARGETS_SQL = f"""
+SELECT h, h IN (SELECT hour FROM rollup_marks) OR h IN (
+    SELECT toStartOfHour(effective_from) + toIntervalHour(arrayJoin(range(toUInt64(greatest(0, dateDiff('hour',
+        toStartOfHour(effective_from), least(ifNull(effective_to, {{end:DateTime('UTC')}}), {{end:DateTime('UTC')}}))
+        + 1)))))
+    FROM gpu_cost_periods FINAL WHERE is_deleted = 0) AS busy
+FROM (
+    SELECT toDateTime(greatest(ifNull({EPOCH}, {{end:DateTime('UTC')}}), {{keep:DateTime('UTC')}})
+                      + toIntervalHour(number), 'UTC') AS h
+    FROM numbers(toUInt64(greatest(0, dateDiff('hour',
+        greatest(ifNull({EPOCH}, {{end:DateTime('UTC')}}), {{keep:DateTime('UTC')}}), {{end:DateTime('UTC')}}))))
+)
+WHERE h NOT IN (SELECT hour FROM {CLEAN})
+ORDER BY h
+"""  # noqa: S608 - fixed text; values are parameters
+
+MARKS_SQL = """
+SELECT hour, max(marked_at) FROM rollup_marks
+WHERE hour >= {lo:DateTime('UTC')} AND hour < {hi:DateTime('UTC')} GROUP BY hour
+"""
+_IN_CHUNK = ("started_at >= {lo:DateTime('UTC')} AND started_at < {hi:DateTime('UTC')} "
+             "AND toStartOfHour(started_at) IN {hours:Array(DateTime('UTC'))}")
+_HEAD = "hour, version, source"
+COST_ROLLUP_SQL = f"""
+INSERT INTO usage_rollup ({_HEAD}, {', '.join(DIMENSIONS)}, {', '.join(COST_SUMS)})
+SELECT toStartOfHour(started_at) AS hour, {{version:UInt64}}, 'cost', {', '.join(DIMENSIONS)},
+       {', '.join(COST_SUMS.values())}
+FROM usage_costs FINAL
+WHERE {_IN_CHUNK}
+GROUP BY hour, {', '.join(DIMENSIONS)}
+"""  # noqa: S608
+GPU_ROLLUP_SQL = f"""
+INSERT INTO usage_rollup ({_HEAD}, team, project, user, model, backend, provider, deployment, gpu_usd)
+SELECT hour, {{version:UInt64}}, 'gpu', team, project, user, model, backend, provider, deployment, sum(cost_usd)
+FROM {allocation("{lo:DateTime64(3, 'UTC')}", "{hi:DateTime64(3, 'UTC')}")}
+WHERE hour IN {{hours:Array(DateTime('UTC'))}}
+GROUP BY hour, team, project, user, model, backend, provider, deployment
+"""  # noqa: S608
+EVENTS_ROLLUP_SQL = f"""
+INSERT INTO usage_rollup ({_HEAD}, requests)
+SELECT toStartOfHour(started_at) AS hour, {{version:UInt64}}, 'events', count()
+FROM usage_events FINAL
+WHERE {_IN_CHUNK}
+GROUP BY hour
+"""  # noqa: S608
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What one job run did: hours computed from FINAL, empty hours recorded, the version written."""
+
+    computed: int
+    empty: int
+    version: int
+
+
+def _chunks(hours: Sequence[datetime], max_span: timedelta) -> Iterator[list[datetime]]:
+    """Sorted hours cut into runs no longer than ``max_span`` (one INSERT ... SELECT per run and source)."""
+    run: list[datetime] = []
+    for hour in hours:
+        if run and hour - run[0] >= max_span:
+            yield run
+            run = []
+        run.append(hour)
+    if run:
+        yield run
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def refresh(client: Client, now: datetime | None = None, *, retention_days: int = 0,
+            max_span: timedelta = timedelta(days=7)) -> Refreshed:
+    """Recompute every complete hour that is not clean (see the module docstring); returns what it did."""
+    now = now or datetime.now(UTC)
+    end = now.replace(minute=0, second=0, microsecond=0)  # hours before this one are complete
+    keep = end - timedelta(days=retention_days) if retention_days else datetime(1970, 1, 1, tzinfo=UTC)
+    rows = client.query(TARGETS_SQL, parameters={"end": end, "keep": keep}).result_rows
+    busy = [_utc(h) for h, has_rows in rows if has_rows]
+    empty = [_utc(h) for h, has_rows in rows if not has_rows]
+    previous = client.command("SELECT max(version) FROM rollup_hours")
+    version = max(int(previous or 0) + 1, time.time_ns() // 1000)
+    state: list[list[Any]] = [[h, version, datetime(1970, 1, 1, tzinfo=UTC)] for h in empty]
+    for run in _chunks(busy, max_span):
+        params = {"lo": run[0], "hi": run[-1] + timedelta(hours=1), "hours": run, "version": version}
+        marks = {_utc(h): m for h, m in client.query(MARKS_SQL, parameters=params).result_rows}
+        for sql in (COST_ROLLUP_SQL, GPU_ROLLUP_SQL, EVENTS_ROLLUP_SQL):
+            client.command(sql, parameters=params)
+        state += [[h, version, marks.get(h, datetime(1970, 1, 1, tzinfo=UTC))] for h in run]
+    if state:
+        client.insert("rollup_hours", state, column_names=["hour", "version", "covered_mark"])
+    return Refreshed(len(busy), len(empty), version)
+
+
+RAW_TABLES = ("usage_events", "usage_costs", "usage_cost_versions")
+
+
+def apply_retention(client: Client, days: int) -> None:
+    """TTL on the raw ledger tables (the rollups keep everything); the job then never recomputes older hours."""
+    for table in RAW_TABLES:
+        client.command(f"ALTER TABLE {table} MODIFY TTL toDateTime(started_at) + toIntervalDay({int(days)})")

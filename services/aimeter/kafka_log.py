@@ -34,7 +34,6 @@ class KafkaLog:
         self.down_since: float | None = None
         self.up_since = -STALE_S
         self.suppressed = 0
-        self.outages = 0
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
@@ -63,7 +62,6 @@ class KafkaLog:
                 self.suppressed += 1
                 return
             self.down_since = time.monotonic()
-            self.outages += 1
             self.suppressed = 0
         log.warning("%s: Kafka at %s unreachable (%s); retrying in the background, one line when it answers",
                     self.who, self.bootstrap, message)

@@ -25,7 +25,6 @@ from aimeter.events import UsageEvent
 from aimeter.local.kafka import free_port
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.overrides_load import parse_overrides
-from aimeter.reports.queries import corrections_by_team_query
 from aimeter.reports.sql import spend_query
 from aimeter.reprice import Progress, reprice
 from aimeter.store.query_server import serve_queries
@@ -137,8 +136,12 @@ def test_corrections_per_team_stay_queryable_after_merges(metering_store):
     reprice(metering_store, corrected_book(start), start, end, dry_run=False)
     metering_store.command("OPTIMIZE TABLE usage_costs FINAL")  # merges drop the superseded versions here
     assert final_total(metering_store, start, end) == Decimal("7.053")
-    sql, params = corrections_by_team_query(start, end)
-    rows = {r[0]: r[1:] for r in metering_store.query(sql, parameters=params).result_rows}
+    # As charged versus now, per team, for events re-rated at least once: the cost_corrections view.
+    sql = """SELECT team, count(), sum(charged_cost_usd), sum(current_cost_usd), sum(correction_usd)
+             FROM cost_corrections
+             WHERE started_at >= {since:DateTime64(3, 'UTC')} AND started_at < {until:DateTime64(3, 'UTC')}
+             GROUP BY team ORDER BY team"""
+    rows = {r[0]: r[1:] for r in metering_store.query(sql, parameters={"since": start, "until": end}).result_rows}
     assert rows == {"search": (1, Decimal("3.50"), Decimal("2.80"), Decimal("-0.70")),
                     "ads": (1, None, Decimal("0.003"), Decimal("0.003"))}  # was unpriced: charged nothing
     sql, params = spend_query("team", start, end, corrections=True)

@@ -1,7 +1,7 @@
 """UsageEvent v1: the one contract between the gateway, Kafka and the pricer.
 
 Token semantics are normalized once, in the gateway, so every consumer reads the same
-meaning whatever API produced the event (see DESIGN.md, "The usage event"):
+meaning whatever API produced the event (the field descriptions below, also in schemas/usage_event.v1.json):
 
 * ``input_tokens`` counts every prompt token, cached or not (OpenTelemetry GenAI semantics).
   ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` are *subsets* of it.
@@ -13,7 +13,6 @@ excludes them. The per-API extractors convert, so nothing downstream adds cache 
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 from uuid import UUID
@@ -161,8 +160,3 @@ class UsageEvent(BaseModel):
                         "workspace_id); '' if not declared.")
     service_tier: Label = Field(
         "", description="The service tier the request asked for (its body's service_tier); '' when none.")
-
-    @property
-    def priced_at_time(self) -> datetime:
-        """Events are priced at the moment they happened, not when the pricer sees them."""
-        return self.started_at

@@ -1,12 +1,12 @@
 """UsageEvent v1 as JSON bytes, without building the pydantic model on the request path.
 
-``UsageEvent(...)`` followed by ``model_dump_json()`` cost ~8% of the gateway's CPU per request, to
-re-validate values that were validated where they were made: ``TokenUsage`` and ``Attribution``
-are the pydantic models themselves, enums are enums, times come from our clock. What is left to
-check is cheap and checked here; anything out of bounds goes through the model instead, which
-then refuses it exactly as before. So the model stays the one source of the contract: the field
-order is compared with it when this module is imported, and a unit test checks that this
-encoder's bytes equal ``model_dump_json()`` for many generated events.
+``UsageEvent(...)`` followed by ``model_dump_json()`` was a measurable share of the gateway's CPU per
+request (docs/decisions.md), spent to re-validate values that were validated where they were made:
+``TokenUsage`` and ``Attribution`` are the pydantic models themselves, enums are enums, times come from our
+clock. What is left to check is cheap and checked here; anything out of bounds goes through the model
+instead, which then refuses it exactly as before. So the model stays the one source of the contract: the
+field order is compared with it when this module is imported, and a unit test checks that this encoder's
+bytes equal ``model_dump_json()`` for many generated events.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The gateway's HTTP/1.1 upstream client, on asyncio.Protocol and httptools (llhttp): one connection.
 
-aiohttp cost ~30% of the gateway's CPU per request (benchmarks/results/profile-gateway.txt): a
-session, request and response object graph, multidicts, payload wrappers and timers per call. The
-gateway needs far less: POST bytes to a few fixed origins and hand the answer back as bytes. Here
-a call is one write, one parse of what arrives and one future; the body is kept on the Response,
-so a connection goes back to its pool (``http1_pool``) the moment its message is complete.
+aiohttp was a large share of the gateway's CPU per request (docs/decisions.md): a session, request and
+response object graph, multidicts, payload wrappers and timers per call. The gateway needs far less: POST
+bytes to a few fixed origins and hand the answer back as bytes. Here a call is one write, one parse of what
+arrives and one future; the body is kept on the Response, so a connection goes back to its pool
+(``http1_pool``) the moment its message is complete.
 
 A connection does TLS through asyncio's ``ssl=``; Content-Length, chunked and close-delimited
 bodies; gzip/deflate if an upstream sends them although we ask for identity; streamed bodies with

@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from aimeter.events import Attribution
-
 PREFIX = "am"
 _ID_CHARS = string.ascii_lowercase + string.digits
 _SECRET_CHARS = string.ascii_letters + string.digits
@@ -38,9 +36,6 @@ class KeyRecord:
     @property
     def active(self) -> bool:
         return not self.revoked_at
-
-    def attribution(self) -> Attribution:
-        return Attribution(team=self.team, project=self.project, user=self.user, api_key_id=self.key_id)
 
 
 def _digest(salt: str, secret: str) -> str:

@@ -1,10 +1,10 @@
 """One client connection of the gateway's HTTP/1.1 server, and the ASGI receive/send of one request.
 
-uvicorn's protocol layer was ~21% of the gateway's CPU at saturation and wrote a response's head
-and body in two socket writes. The gateway serves one raw ASGI app on HTTP/1.1 only, so this is
-the small part of a server it needs: httptools (llhttp) parses, a ``Cycle`` per request (slots, no
-per-request closures) carries the scope, the request body and the response state, and the head is
-held back until the first body chunk so a small response leaves in one ``transport.write``.
+uvicorn's protocol layer was a large share of the gateway's CPU at saturation (docs/decisions.md) and wrote
+a response's head and body in two socket writes. The gateway serves one raw ASGI app on HTTP/1.1 only, so
+this is the small part of a server it needs: httptools (llhttp) parses, a ``Cycle`` per request (slots, no
+per-request closures) carries the scope, the request body and the response state, and the head is held back
+until the first body chunk so a small response leaves in one ``transport.write``.
 """
 
 from __future__ import annotations

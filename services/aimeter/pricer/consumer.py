@@ -1,7 +1,7 @@
 """The pricer's Kafka side: a plain confluent-kafka consumer loop: poll a batch, write it, commit.
 
-A framework subscriber (FastStream, used before) hid the two things this loop must get right, and
-cost ~15% of the pricer's CPU in per-message wrappers: what happens after a failed write (seek
+A framework subscriber (FastStream, used before) hid the two things this loop must get right, and its
+per-message wrappers cost CPU on the hot path (docs/decisions.md): what happens after a failed write (seek
 back to the batch start, back off, redeliver) and after the broker vanishes (keep polling, so
 librdkafka rejoins the group and the assignment comes back). Offsets are committed only after
 the batch is written, synchronously, so a crash redelivers at most the batch in flight.

@@ -31,11 +31,6 @@ THROUGHPUT = "throughput"
 GPU_SECONDS = "gpu_seconds"
 
 
-def gpu_cost_per_token(gpu: GpuCost) -> Decimal:
-    """Marginal $/token: the backend's hourly GPU cost spread over the tokens it sustains in that hour."""
-    return gpu.usd_per_hour / (gpu.sustained_tokens_per_second * SECONDS_PER_HOUR)
-
-
 def by_throughput(usage: TokenUsage, gpu: GpuCost) -> Components:
     """Every token costs the same here, whatever its class; each class is rounded once."""
     per_hour, tokens_per_hour = gpu.usd_per_hour, gpu.sustained_tokens_per_second * SECONDS_PER_HOUR

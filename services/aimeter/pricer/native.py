@@ -1,6 +1,6 @@
 """A minimal encoder for ClickHouse's Native format (one block), for the column kinds the pricer writes. Pure.
 
-Why: clickhouse-connect's generic Native writer costs ~50 µs per event in Python; ClickHouse parses
+Why: clickhouse-connect's generic Native writer works per value in Python (docs/decisions.md); ClickHouse parses
 Native (columnar, length-prefixed) cheaper than any text format. Each column here is built with
 C-level operations over the whole batch (``array``, ``str.join``, ``map``), not per value in Python.
 

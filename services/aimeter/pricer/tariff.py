@@ -1,12 +1,12 @@
 """Memoized prices for the ingest hot path: resolve a model's rates once per minute, then charge each event
 with integer arithmetic. Pure (the memo lives on the :class:`PriceBook`; nothing reads a clock).
 
-Why: resolving a price (alias, overrides, genai-prices lookup, discounts) costs ~30 µs, and a batch of
-5,000 events has a handful of distinct (model, minute) pairs. Everything that can change a price at a
-moment (genai-prices start dates and off-peak hours, overrides and GPU periods with their effective
-dates) changes on a whole minute, which :func:`minute_windows` checks for the loaded book; so every event
-of one minute shares one resolution. Where some boundary is not on a whole minute, the window is the
-event's exact instant (correct, only slower).
+Why: resolving a price (alias, overrides, genai-prices lookup, discounts) costs far more than charging one
+(docs/decisions.md), and a batch of 5,000 events has a handful of distinct (model, minute) pairs. Everything
+that can change a price at a moment (genai-prices start dates and off-peak hours, overrides and GPU periods
+with their effective dates) changes on a whole minute, which :func:`minute_windows` checks for the loaded
+book; so every event of one minute shares one resolution. Where some boundary is not on a whole minute, the
+window is the event's exact instant (correct, only slower).
 
 A tariff is built *from* the reference: ``PriceBook.resolve`` gives the card, ``PriceBook.charged`` the
 row's texts; only the per-class multiplication is redone, in integer units (:mod:`.unitmath` says why it

@@ -2,7 +2,7 @@
 
 The blocks are built here from the batch's events and charges (:mod:`aimeter.pricer.native`), so an insert
 costs ClickHouse a columnar copy rather than per-value parsing, and Python a few C-level passes per column
-(clickhouse-connect's row writer cost ~50 µs per event). Columns the two tables share (ids, times,
+(clickhouse-connect's row writer works per value: docs/decisions.md). Columns the two tables share (ids, times,
 attribution, token counts) are encoded once and used in both; labels fixed by an event's route or its
 price outcome are encoded once per route or outcome.
 """

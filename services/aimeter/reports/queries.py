@@ -52,17 +52,6 @@ def latest_rating_version_query() -> str:
     return "SELECT max(rating_version) FROM usage_costs"
 
 
-def corrections_by_team_query(since: datetime, until: datetime) -> tuple[str, dict[str, Any]]:
-    """As charged versus now, per team, for events re-rated at least once (the ``cost_corrections`` view)."""
-    sql = f"""
-SELECT team, count() AS events, sum(charged_cost_usd) AS charged_cost_usd, sum(current_cost_usd) AS current_cost_usd,
-       sum(correction_usd) AS correction_usd
-FROM cost_corrections WHERE {WINDOW}
-GROUP BY team ORDER BY team
-"""  # noqa: S608
-    return sql, {"since": since, "until": until}
-
-
 def gpu_cost_query(since: datetime, until: datetime) -> tuple[str, dict[str, Any]]:
     """The whole GPU cost billed over [since, until) (idle included): what a GPU period correction moves."""
     sql = f"SELECT sum(cost_usd) FROM {ALLOCATION}"  # noqa: S608 - fixed text; values are parameters

@@ -1,5 +1,5 @@
 # Benchmarks (see benchmarks/README.md). Tests and the stack have their own scripts: scripts/test, scripts/aimeter.
-.PHONY: bench bench-smoke bench-journal bench-metrics
+.PHONY: bench bench-smoke bench-journal bench-metrics bench-scale
 
 bench:  ## full run (~25 min): writes benchmarks/results/{results.json,results.md,chart.png}; then the metrics' cost
 	BENCH_COMMAND="make bench" benchmarks/run.sh
@@ -13,3 +13,7 @@ bench-journal:  ## the gateway journal's CPU per event on the publish path (budg
 
 bench-metrics:  ## the gateway's Prometheus updates, CPU per request (budget: 3 us), pinned to core 1
 	taskset -c 1 .venv/bin/python -m benchmarks.metrics_micro
+
+bench-scale:  ## not in CI (~1 h, ~25 GB at 100M): 1M/10M/100M events, raw FINAL vs the hourly rollups -> benchmarks/results/scale.{md,json,svg}
+	.venv/bin/python -m benchmarks.scale --root $${BENCH_SCALE_DIR:-/tmp/aimeter-bench-scale}
+	.venv/bin/python -m benchmarks.scale_chart benchmarks/results/scale.json benchmarks/results/scale.svg

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from aimeter.events import UsageSource
 from aimeter.gateway.providers.openai import OpenAIChatStream
 from aimeter.gateway.sse import StreamScanner
+from tests.support.usage_checks import check_extracted
 
 
 def chunk(content: str | None, usage: dict | str | None = "absent", choices: bool = True) -> bytes:
@@ -72,11 +73,14 @@ def test_any_split_of_the_stream_gives_the_same_output(cuts):
 
 
 @given(st.binary(max_size=300))
-def test_arbitrary_bytes_never_crash_the_scanner(data):
-    for strip in (False, True):
-        scanner = scanner_(strip=strip)
-        scanner.feed(data)
-        scanner.finish()
+def test_arbitrary_bytes_are_forwarded_unchanged_unless_stripping_which_only_removes(data):
+    """Without stripping the scanner forwards every byte as it came; stripping only ever drops bytes."""
+    scanner = scanner_(strip=False)
+    assert scanner.feed(data) + scanner.finish() == data
+    check_extracted(scanner.usage())
+    scanner = scanner_(strip=True)
+    assert len(scanner.feed(data) + scanner.finish()) <= len(data)
+    check_extracted(scanner.usage())
 
 
 def test_cancelled_stream_without_usage_is_estimated_from_streamed_text():

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from aimeter.events import UsageSource
 from aimeter.gateway.providers.anthropic import AnthropicStream, anthropic_error, from_anthropic_body
 from aimeter.gateway.sse import StreamScanner
+from tests.support.usage_checks import check_extracted
 
 # Messages API reference: the Message object.
 DOC_MESSAGE: dict[str, Any] = {
@@ -264,18 +265,20 @@ JSON = st.recursive(
 KINDS = st.sampled_from(["message_start", "message_delta", "message_stop", "content_block_delta", "error", "ping"])
 
 
-@given(st.lists(st.tuples(KINDS, JSON, st.booleans()), max_size=8))
-def test_random_json_events_never_break_the_reader(events: list[tuple[str, Any, bool]]) -> None:
+@given(st.lists(st.tuples(KINDS, JSON, st.booleans()), max_size=8), st.lists(st.integers(1, 64), max_size=6))
+def test_random_json_events_give_a_valid_usage_whatever_the_split(events: list[tuple[str, Any, bool]],
+                                                                  cuts: list[int]) -> None:
     frames = []
     for kind, value, typed in events:
         payload = {"type": kind, "message": value, "usage": value, "delta": value} if typed else value
         frames.append(f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode())
-    scan(b"".join(frames))[1].usage()
+    data = b"".join(frames)
+    assert check_extracted(scan(data)[1].usage()) == scan(data, cuts)[1].usage()
     for _, value, _ in events:
-        from_anthropic_body(value)
-        from_anthropic_body({"usage": value})
+        check_extracted(from_anthropic_body(value))
+        check_extracted(from_anthropic_body({"usage": value}))
 
 
-@given(st.binary(max_size=400))
-def test_random_bytes_never_break_the_reader(data: bytes) -> None:
-    scan(data)[1].usage()
+@given(st.binary(max_size=400), st.lists(st.integers(1, 64), max_size=6))
+def test_random_bytes_give_a_valid_usage_whatever_the_split(data: bytes, cuts: list[int]) -> None:
+    assert check_extracted(scan(data)[1].usage()) == scan(data, cuts)[1].usage()

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from aimeter.events import UsageSource
 from aimeter.gateway.providers.gemini import GeminiStream, from_gemini_body, gemini_error
 from aimeter.gateway.sse import StreamScanner
+from tests.support.usage_checks import check_extracted
 
 # Context-caching guide: 696190 of the 696219 prompt tokens came from the cache; total = prompt + candidates.
 CACHED_RESPONSE: dict[str, Any] = {
@@ -219,15 +220,16 @@ JSON = st.recursive(
 )
 
 
-@given(st.lists(JSON, max_size=8))
-def test_random_json_chunks_never_break_the_reader(chunks: list[Any]) -> None:
-    scan(b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks))[1].usage()
-    from_gemini_body(chunks)
+@given(st.lists(JSON, max_size=8), st.lists(st.integers(1, 64), max_size=6))
+def test_random_json_chunks_give_a_valid_usage_whatever_the_split(chunks: list[Any], cuts: list[int]) -> None:
+    data = b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks)
+    assert check_extracted(scan(data)[1].usage()) == scan(data, cuts)[1].usage()
+    check_extracted(from_gemini_body(chunks))
     for chunk in chunks:
-        from_gemini_body(chunk)
-        from_gemini_body({"usageMetadata": chunk})
+        check_extracted(from_gemini_body(chunk))
+        check_extracted(from_gemini_body({"usageMetadata": chunk}))
 
 
-@given(st.binary(max_size=400))
-def test_random_bytes_never_break_the_reader(data: bytes) -> None:
-    scan(data)[1].usage()
+@given(st.binary(max_size=400), st.lists(st.integers(1, 64), max_size=6))
+def test_random_bytes_give_a_valid_usage_whatever_the_split(data: bytes, cuts: list[int]) -> None:
+    assert check_extracted(scan(data)[1].usage()) == scan(data, cuts)[1].usage()

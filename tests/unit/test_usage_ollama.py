@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from aimeter.events import UsageSource
 from aimeter.gateway.providers.ollama import OllamaStream, from_ollama_body, ollama_error, ollama_streams
 from aimeter.gateway.sse import StreamScanner
+from tests.support.usage_checks import check_extracted
 
 # docs.ollama.com/api/usage: a non-streaming /api/generate answer.
 DOC_GENERATE: dict[str, Any] = {
@@ -178,16 +179,18 @@ JSON = st.recursive(
 )
 
 
-@given(st.lists(JSON, max_size=8), st.booleans())
-def test_random_json_lines_never_break_the_reader(lines: list[Any], final: bool) -> None:
+@given(st.lists(JSON, max_size=8), st.booleans(), st.lists(st.integers(1, 64), max_size=6))
+def test_random_json_lines_give_a_valid_usage_whatever_the_split(lines: list[Any], final: bool,
+                                                                 cuts: list[int]) -> None:
     encoded = [json.dumps(line) for line in lines]
     if final:
         encoded.append(json.dumps({"done": True, **(lines[0] if lines and isinstance(lines[0], dict) else {})}))
-    scan("\n".join(encoded).encode())[1].usage()
+    data = "\n".join(encoded).encode()
+    assert check_extracted(scan(data)[1].usage()) == scan(data, cuts)[1].usage()
     for line in lines:
-        from_ollama_body(line)
+        check_extracted(from_ollama_body(line))
 
 
-@given(st.binary(max_size=400))
-def test_random_bytes_never_break_the_reader(data: bytes) -> None:
-    scan(data)[1].usage()
+@given(st.binary(max_size=400), st.lists(st.integers(1, 64), max_size=6))
+def test_random_bytes_give_a_valid_usage_whatever_the_split(data: bytes, cuts: list[int]) -> None:
+    assert check_extracted(scan(data)[1].usage()) == scan(data, cuts)[1].usage()

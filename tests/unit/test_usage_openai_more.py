@@ -22,6 +22,7 @@ from aimeter.gateway.providers.openai import (
     from_responses_body,
 )
 from aimeter.gateway.sse import StreamScanner
+from tests.support.usage_checks import check_extracted
 
 # API reference, "The response object" (Responses API), verbatim apart from the elided text.
 DOC_RESPONSE: dict[str, Any] = {
@@ -256,19 +257,20 @@ EVENT_NAMES = st.sampled_from(["response.created", "response.completed", "respon
                                "response.output_text.delta", "error", "", "message"])
 
 
-@given(st.lists(st.tuples(EVENT_NAMES, JSON), max_size=8))
-def test_random_json_events_never_break_the_openai_readers(events: list[tuple[str, Any]]) -> None:
+@given(st.lists(st.tuples(EVENT_NAMES, JSON), max_size=8), st.lists(st.integers(1, 64), max_size=6))
+def test_random_json_events_give_the_openai_readers_a_valid_usage_whatever_the_split(
+        events: list[tuple[str, Any]], cuts: list[int]) -> None:
     data = b"".join(b"event: " + name.encode() + b"\ndata: " + json.dumps(value).encode() + b"\n\n"
                     for name, value in events)
-    for reader in (ResponsesStream(), OpenAICompletionsStream()):
-        scan(reader, data).usage()
+    for make in (ResponsesStream, OpenAICompletionsStream):
+        assert check_extracted(scan(make(), data).usage()) == scan(make(), data, cuts).usage()
     for value in [v for _, v in events]:
-        from_responses_body(value)
-        from_embeddings_body(value)
-        from_completions_body(value)
+        check_extracted(from_responses_body(value))
+        check_extracted(from_embeddings_body(value))
+        check_extracted(from_completions_body(value))
 
 
-@given(st.binary(max_size=400))
-def test_random_bytes_never_break_the_openai_readers(data: bytes) -> None:
-    for reader in (ResponsesStream(), OpenAICompletionsStream()):
-        scan(reader, data).usage()
+@given(st.binary(max_size=400), st.lists(st.integers(1, 64), max_size=6))
+def test_random_bytes_give_the_openai_readers_a_valid_usage_whatever_the_split(data: bytes, cuts: list[int]) -> None:
+    for make in (ResponsesStream, OpenAICompletionsStream):
+        assert check_extracted(scan(make(), data).usage()) == scan(make(), data, cuts).usage()

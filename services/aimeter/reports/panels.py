@@ -21,9 +21,7 @@ from aimeter.reports.sql import (
     EVENTS_COLUMNS,
     FILTER_DIMENSIONS,
     NO_FILTERS,
-    NOT_PRICED,
     ROLLED_COST,
-    ZERO,
     Filters,
     Grouping,
     Window,
@@ -32,6 +30,7 @@ from aimeter.reports.sql import (
     chargeback_total_query,
     month_start,
 )
+from aimeter.reports.terms import NOT_PRICED, ZERO
 
 GRAFANA_WINDOW = Window(lambda col: f"$__timeFilter_ms({col})", "$__fromTime_ms", "$__toTime_ms")
 VARIABLE_FILTERS = Filters(

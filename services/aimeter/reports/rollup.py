@@ -217,7 +217,7 @@ def refresh(client: Client, now: datetime | None = None, *, retention_days: int 
     busy = [_utc(h) for h, has_rows in rows if has_rows]
     empty = [_utc(h) for h, has_rows in rows if not has_rows]
     previous = client.command("SELECT max(version) FROM rollup_hours")
-    version = max(int(previous or 0) + 1, time.time_ns() // 1000)
+    version = max(int(str(previous or 0)) + 1, time.time_ns() // 1000)
     state: list[list[Any]] = [[h, version, datetime(1970, 1, 1, tzinfo=UTC)] for h in empty]
     for run in _chunks(busy, max_span):
         params = {"lo": run[0], "hi": run[-1] + timedelta(hours=1), "hours": run, "version": version}

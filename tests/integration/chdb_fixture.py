@@ -22,6 +22,7 @@ from aimeter.events import UsageEvent
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, build_batch
 from aimeter.store.migrations import migrate
+from tests.support.pricer_rows import cost_rows, event_rows
 
 
 @pytest.fixture(scope="session")
@@ -49,5 +50,5 @@ def ingest(client: Client, events: Iterable[UsageEvent], book: PriceBook,
     """Store events exactly as the pricer does: parse the wire JSON, price, insert usage then costs."""
     batch = build_batch([e.model_dump_json().encode() for e in events], book, priced_at)
     assert not batch.poison, batch.poison
-    client.insert("usage_events", batch.event_rows, column_names=EVENT_COLUMNS)
-    client.insert("usage_costs", batch.cost_rows, column_names=COST_COLUMNS)
+    client.insert("usage_events", event_rows(batch), column_names=EVENT_COLUMNS)
+    client.insert("usage_costs", cost_rows(batch), column_names=COST_COLUMNS)

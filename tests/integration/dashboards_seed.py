@@ -35,6 +35,7 @@ from aimeter.events import UsageEvent
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.gpu_periods import sync_gpu_periods
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, build_batch
+from tests.support.pricer_rows import cost_rows, event_rows
 
 MONTH = "2026-02"
 SINCE, UNTIL = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
@@ -125,9 +126,9 @@ def seed(client: Client) -> None:
     batch = build_batch([event(c).model_dump_json().encode() for c in CALLS], BOOK, datetime(2026, 3, 2, tzinfo=UTC))
     assert not batch.poison, batch.poison
     rows = [[*row, row[EVENT_COLUMNS.index("ended_at")] + timedelta(seconds=float(c.lag_s))]
-            for row, c in zip(batch.event_rows, CALLS, strict=True)]
+            for row, c in zip(event_rows(batch), CALLS, strict=True)]
     client.insert("usage_events", rows, column_names=[*EVENT_COLUMNS, "ingested_at"])
-    client.insert("usage_costs", batch.cost_rows, column_names=COST_COLUMNS)
+    client.insert("usage_costs", cost_rows(batch), column_names=COST_COLUMNS)
 
 
 D = Decimal

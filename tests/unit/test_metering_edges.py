@@ -21,6 +21,7 @@ from aimeter.gateway.providers.openai import OpenAIChatStream, ResponsesStream, 
 from aimeter.gateway.sse import StreamScanner
 from aimeter.gateway.streams import settle, stream_end, usage_flags, usage_problem
 from aimeter.gateway.usage import Extracted, implausible_output
+from tests.support.pricer_rows import cost_rows
 
 PROMPT = {"model": "m", "stream": True, "max_tokens": 1024, "messages": [{"role": "user", "content": "x" * 400}]}
 
@@ -300,7 +301,7 @@ models:
     refused = event("upstream_error")
     assert (book.price(refused).pricing_status, book.price(refused).cost_usd) == (PRICED, Decimal(0))
     for fast in (True, False):
-        row = build_batch([refused.model_dump_json().encode()], book, at, fast=fast).cost_rows[0]
+        row = cost_rows(build_batch([refused.model_dump_json().encode()], book, at, fast=fast))[0]
         assert (row[23], row[19]) == (PRICED, Decimal(0))
     assert book.price(event("ok")).pricing_status == UNMETERED  # an answer with unreadable usage still is
 

@@ -15,7 +15,8 @@ from aimeter.events import UsageEvent
 from aimeter.pricer import fastparse
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.overrides_load import parse_overrides
-from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, build_batch, cost_row, event_row
+from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, build_batch
+from tests.support.pricer_rows import cost_row, cost_rows, event_row, event_rows
 from tests.unit.test_pricing_properties import usages
 
 CONFIG = parse_config("""
@@ -197,7 +198,7 @@ def messages(draw: st.DrawFn) -> bytes:
 def outcome(raw: bytes, book: PriceBook, *, fast: bool) -> tuple:
     batch = build_batch([raw], book, PRICED_AT, fast=fast)
     return ([r for _, r in batch.poison], batch.events, batch.charges, batch.routes, batch.route_of,
-            list(batch.event_rows), list(batch.cost_rows))
+            list(event_rows(batch)), list(cost_rows(batch)))
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,7 +211,7 @@ def contents(batch) -> tuple:
     """A batch regardless of row order (the fast path's rows come before the reference path's)."""
     rows = sorted((e.event_id, repr(e), c, batch.routes[r]) for e, c, r in
                   zip(batch.events, batch.charges, batch.route_of, strict=True))
-    return batch.poison, rows, sorted(map(repr, batch.cost_rows))
+    return batch.poison, rows, sorted(map(repr, cost_rows(batch)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -226,10 +227,10 @@ def test_rows_are_the_reference_rows(event, book):
     raw = event.model_dump_json().encode()
     batch = build_batch([raw], book, PRICED_AT)
     assert not batch.poison
-    assert list(batch.event_rows) == [event_row(event)]
-    assert list(batch.cost_rows) == [cost_row(event, book, 0, PRICED_AT)]
-    assert len(batch.event_rows[0]) == len(EVENT_COLUMNS)
-    assert len(batch.cost_rows[0]) == len(COST_COLUMNS)
+    assert list(event_rows(batch)) == [event_row(event)]
+    assert list(cost_rows(batch)) == [cost_row(event, book, 0, PRICED_AT)]
+    assert len(event_rows(batch)[0]) == len(EVENT_COLUMNS)
+    assert len(cost_rows(batch)[0]) == len(COST_COLUMNS)
 
 
 @settings(max_examples=300, deadline=None)
@@ -259,7 +260,7 @@ def test_a_batch_keeps_every_message_once_and_poison_in_order():
     batch = build_batch(mixed, BOOKS[0], PRICED_AT)
     assert [raw for raw, _ in batch.poison] == bad
     assert sorted(e.event_id for e in batch.events) == sorted(json.loads(g)["event_id"] for g in good)
-    assert len(batch.event_rows) == len(batch.cost_rows) == len(good)
+    assert len(event_rows(batch)) == len(cost_rows(batch)) == len(good)
     assert all(reason.startswith("invalid UsageEvent v1") for _, reason in batch.poison)
 
 
@@ -267,7 +268,7 @@ def test_non_utc_offsets_take_the_reference_path_and_store_the_same_instant():
     at = datetime(2026, 11, 28, 7, 30, 0, 999_999, tzinfo=timezone(timedelta(hours=5, minutes=30)))
     batch = build_batch([sample(1, started_at=at).model_dump_json().encode()], BOOKS[0], PRICED_AT)
     assert batch.events[0].started_at == "2026-11-28T02:00:00.999999Z"
-    assert batch.event_rows[0][2] == at
+    assert event_rows(batch)[0][2] == at
 
 
 def test_an_unrepresentable_utc_time_is_poison_not_a_stuck_batch():

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from aimeter.pricer import native
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, build_batch
 from aimeter.pricer.write import insert_batch
+from tests.support.pricer_rows import cost_rows, event_rows
 from tests.unit.test_pricer_fastpath import BOOKS, events, sample
 
 FAST, CLASSIC = ("pricer_fast_events", "pricer_fast_costs"), ("pricer_classic_events", "pricer_classic_costs")
@@ -43,8 +44,8 @@ def test_native_insert_stores_what_the_row_insert_stores(store, batch_events, bo
     batch = build_batch(raws, book, PRICED_AT)
     assert not batch.poison
     insert_batch(store, batch, tables=FAST)
-    store.insert(CLASSIC[0], list(batch.event_rows), column_names=EVENT_COLUMNS)
-    store.insert(CLASSIC[1], list(batch.cost_rows), column_names=COST_COLUMNS)
+    store.insert(CLASSIC[0], list(event_rows(batch)), column_names=EVENT_COLUMNS)
+    store.insert(CLASSIC[1], list(cost_rows(batch)), column_names=COST_COLUMNS)
     ids = [str(e.event_id) for e in batch_events]
     for fast, classic, columns in ((FAST[0], CLASSIC[0], EVENT_COLUMNS), (FAST[1], CLASSIC[1], COST_COLUMNS)):
         assert stored(store, fast, columns, ids) == stored(store, classic, columns, ids)
@@ -55,7 +56,7 @@ def test_native_insert_stores_what_the_row_insert_stores(store, batch_events, bo
         assert text[0] == text[1]
     sums = [store.command(f"SELECT toString(ifNull(sum(cost_usd), 0)) FROM {t} FINAL WHERE event_id IN "
                           f"({', '.join(repr(i) for i in ids)})") for t in (FAST[1], CLASSIC[1])]
-    expected = sum((r[COST_COLUMNS.index("cost_usd")] or Decimal(0) for r in batch.cost_rows), Decimal(0))
+    expected = sum((r[COST_COLUMNS.index("cost_usd")] or Decimal(0) for r in cost_rows(batch)), Decimal(0))
     assert Decimal(sums[0]) == Decimal(sums[1]) == expected
 
 

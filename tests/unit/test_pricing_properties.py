@@ -11,7 +11,8 @@ from aimeter.events import TokenUsage
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.rates import QUANTUM
 from aimeter.pricer.rerate import differs, plan_page
-from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, event_from_row, event_row, priced_row
+from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, event_from_row, priced_row
+from tests.support.pricer_rows import event_row
 from tests.unit.test_pricing import CONFIG, event
 from tests.unit.test_pricing_overrides import OVERRIDES
 from tests.unit.test_pricing_selfhosted import CONFIG as HOSTED_CONFIG

@@ -13,6 +13,7 @@ from aimeter.events import TokenUsage, UsageEvent
 from aimeter.pricer.alerts import NotPricedLog
 from aimeter.pricer.core import PRICED, UNMETERED, UNPRICED, PriceBook
 from aimeter.pricer.rows import build_batch
+from tests.support.pricer_rows import cost_rows
 
 CONFIG = parse_config("""
 backends:
@@ -47,7 +48,7 @@ def both_paths(e: UsageEvent) -> list[tuple]:
     out = []
     for fast in (True, False):
         batch = build_batch([e.model_dump_json().encode()], BOOK, AT, fast=fast)
-        row = batch.cost_rows[0]
+        row = cost_rows(batch)[0]
         out.append((row[23], row[19]))  # pricing_status, cost_usd
     return out
 

@@ -8,27 +8,23 @@ Two paths give the same rows and the same decisions (tests/unit/test_pricer_fast
   does not take for sure (an unusual spelling, an invalid event, an amount past 28 digits) goes here,
   and here alone is a message rejected: a poison message always gets pydantic's own reason.
 
-Rows are kept in *wire* form (texts and integer units, see :mod:`aimeter.pricer.write`);
-``Batch.event_rows`` and ``Batch.cost_rows`` show them in the classic Python form on demand.
+Rows are kept in *wire* form (texts and integer units, see :mod:`aimeter.pricer.write`); the tests read
+them in the classic Python form through tests/support/pricer_rows.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, overload
-from uuid import UUID
+from typing import Any
 
-from msgspec.structs import astuple
 from pydantic import ValidationError
 
 from aimeter.events import Attribution, TokenUsage, UsageEvent
 from aimeter.pricer import fastparse
 from aimeter.pricer.core import PriceBook, Priced
-from aimeter.pricer.rates import CLASSES, INPUT_PART, OUTPUT_PART
-from aimeter.pricer.tariff import Charge, DeferTariff, Tariffs, charge_of, components_sum, tariffs
-from aimeter.pricer.unitmath import usd
+from aimeter.pricer.rates import CLASSES
+from aimeter.pricer.tariff import Charge, DeferTariff, Tariffs, charge_of, tariffs
 
 EVENT_COLUMNS = [
     "event_id", "gateway_id", "started_at", "first_token_at", "ended_at", "api", "backend", "provider",
@@ -53,8 +49,6 @@ COST_COLUMNS = [
 ]
 USAGE_FIELDS = EVENT_COLUMNS[EVENT_COLUMNS.index("input_tokens"):EVENT_COLUMNS.index("backend_compute_seconds")]
 ATTRIBUTION_FIELDS = ["team", "project", "user", "api_key_id", "tags"]
-DATETIME_COLUMNS = ("started_at", "first_token_at", "ended_at")
-_AT = {c: EVENT_COLUMNS.index(c) for c in EVENT_COLUMNS}
 
 
 def _flat_fields() -> list[str]:
@@ -86,92 +80,9 @@ class Batch:
     routes: list[tuple[Any, ...]] = field(default_factory=list)  # distinct route_key()s of the batch's events
     route_of: list[int] = field(default_factory=list)  # each event's route, by its position in ``routes``
 
-    @property
-    def event_rows(self) -> Rows:
-        """``usage_events`` rows in :func:`event_row`'s form (UUID, aware datetimes), built only when read."""
-        return Rows(self, classic_event_row)
-
-    @property
-    def cost_rows(self) -> Rows:
-        """``usage_costs`` rows in :func:`priced_row`'s form (Decimal amounts), built only when read."""
-        return Rows(self, classic_cost_row)
-
-
-class Rows(Sequence[list[Any]]):
-    """A read-only view of a batch's rows; ``len()`` and truthiness cost nothing (the consumer uses them)."""
-
-    def __init__(self, batch: Batch, build: Any) -> None:
-        self.batch, self.build = batch, build
-
-    def __len__(self) -> int:
-        return len(self.batch.events)
-
-    @overload
-    def __getitem__(self, index: int) -> list[Any]: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[list[Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> list[Any] | list[list[Any]]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self.build(self.batch, index)
-
-    def __iter__(self) -> Iterator[list[Any]]:
-        return (self.build(self.batch, i) for i in range(len(self)))
-
-
-def flat(event: Any) -> list[Any]:
-    """A struct's values in :data:`EVENT_COLUMNS` order (its fields are in that order, checked at import)."""
-    head = astuple(event)
-    return [*head[1:16], *astuple(event.usage), head[17], *astuple(event.attribution), *head[19:]]
-
-
-def _moment(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def classic_event_row(batch: Batch, i: int) -> list[Any]:
-    row = flat(batch.events[i])
-    row[0] = UUID(row[0])
-    for column in DATETIME_COLUMNS:
-        row[_AT[column]] = _moment(row[_AT[column]])
-    return row
-
-
-def classic_cost_row(batch: Batch, i: int) -> list[Any]:
-    e = dict(zip(EVENT_COLUMNS, classic_event_row(batch, i), strict=True))
-    components, reference, o = batch.charges[i]
-    total = usd(components_sum(components))
-    input_cost, output_cost = usd(components_sum(components, INPUT_PART)), usd(components_sum(components, OUTPUT_PART))
-    return [
-        e["event_id"], e["started_at"], e["ended_at"], e["api"], e["backend"], e["provider"], e["deployment"],
-        e["model_served"] or e["model_requested"], e["status"], e["stream"], e["team"], e["project"], e["user"],
-        e["api_key_id"], e["input_tokens"], e["cache_read_input_tokens"], e["cache_creation_input_tokens"],
-        e["output_tokens"], e["reasoning_output_tokens"], total, input_cost, output_cost, usd(reference),
-        o.status, o.note, o.source, o.version, 0, batch.priced_at, o.basis, *map(usd, components),
-        *(e[c] for c in COST_COLUMNS[-6:]),
-    ]
-
 
 def parse_event(raw: bytes) -> UsageEvent:
     return UsageEvent.model_validate_json(raw)
-
-
-def event_row(e: UsageEvent) -> list[Any]:
-    u, a = e.usage, e.attribution
-    return [
-        e.event_id, e.gateway_id, e.started_at, e.first_token_at, e.ended_at, e.api, e.backend, e.provider,
-        e.deployment.value, e.model_requested, e.model_served, e.stream, e.status.value, e.http_status,
-        e.usage_source.value, u.input_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens,
-        u.cache_creation_5m_input_tokens, u.cache_creation_1h_input_tokens, u.input_audio_tokens,
-        u.input_image_tokens, u.output_tokens, u.reasoning_output_tokens, u.output_audio_tokens,
-        u.output_image_tokens, e.backend_compute_seconds, a.team, a.project, a.user, a.api_key_id, a.tags,
-        e.usage_problem, e.upstream_error_type, e.usage_flags, e.credential_id, e.upstream_project, e.service_tier,
-    ]
-
-
-def cost_row(e: UsageEvent, book: PriceBook, rating_version: int, priced_at: datetime) -> list[Any]:
-    return priced_row(e, book.price(e), rating_version, priced_at)
 
 
 def priced_row(e: UsageEvent, p: Priced, rating_version: int, priced_at: datetime) -> list[Any]:
@@ -190,7 +101,7 @@ def priced_row(e: UsageEvent, p: Priced, rating_version: int, priced_at: datetim
 
 
 def event_from_row(row: dict[str, Any]) -> UsageEvent:
-    """The inverse of :func:`event_row`: rebuild an event from ``usage_events`` (for re-rating).
+    """An event rebuilt from its ``usage_events`` row (for re-rating).
 
     ClickHouse clients hand UTC columns back naive; they are made aware again here.
     """

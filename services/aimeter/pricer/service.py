@@ -88,16 +88,16 @@ class BatchWriter:
                 self.metrics.dead_lettered.inc(len(batch.poison))
             for _raw, reason in batch.poison:
                 log.error("usage message dead-lettered to %s: %s", DLQ_TOPIC, reason)
-        if not batch.event_rows:
+        if not batch.events:
             return 0
         began = time.perf_counter()
         self._insert(batch)
-        self.inserted += len(batch.event_rows)
+        self.inserted += len(batch.events)
         if self.metrics is not None:  # only once inserted: a failed batch is redelivered and counted then
             self.metrics.insert_seconds.observe(time.perf_counter() - began)
             self.metrics.inserted.inc(len(batch.events))
             self.metrics.priced(batch.events, batch.charges)
-        return len(batch.event_rows)
+        return len(batch.events)
 
     def _insert(self, batch: Batch) -> None:
         if self.fault_file is not None and self.fault_file.exists():

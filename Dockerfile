@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     AIMETER_DATA_DIR=/var/lib/aimeter
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY services ./services
 COPY schemas ./schemas
 COPY examples ./examples

@@ -18,10 +18,10 @@ from aimeter.reports import chargeback, reconcile
 from aimeter.reports.format import parse_when, render
 from aimeter.reports.spend_by import tag_name
 from aimeter.reports.sql import SPEND_DIMENSIONS
+from aimeter.resources import data_path
 from aimeter.settings import Settings, SettingsError, load_settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO_ROOT / "examples" / "demo.yaml"
+DEMO_CONFIG = data_path("examples", "demo.yaml")
 DEMO_UPSTREAM_PORT = 8090
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from aimeter.grafana.dashboards import all_dashboards
 from aimeter.grafana.model import Json
+from aimeter.resources import data_path
 
-DASHBOARDS_DIR = Path(__file__).resolve().parents[3] / "dashboards"
+DASHBOARDS_DIR = data_path("dashboards")
 JSON_DIR = DASHBOARDS_DIR / "json"
 DATASOURCE_FILE = DASHBOARDS_DIR / "provisioning" / "datasources" / "clickhouse.yaml"
 

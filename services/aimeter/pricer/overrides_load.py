@@ -19,8 +19,9 @@ from pydantic import ValidationError
 from aimeter.config import GatewayConfig
 from aimeter.pricer.core import PriceBook
 from aimeter.pricer.overrides import EMPTY, Alias, Dated, Discount, Entry, Overrides, PriceRule
+from aimeter.resources import data_path
 
-DEFAULT_OVERRIDES = Path(__file__).resolve().parents[3] / "schemas" / "price_overrides.yaml"
+DEFAULT_OVERRIDES = data_path("schemas", "price_overrides.yaml")
 SECTIONS: dict[str, type[Entry]] = {"aliases": Alias, "prices": PriceRule, "discounts": Discount, "batch": Discount}
 TOP_KEYS = {"version", *SECTIONS}
 Path_ = tuple[str | int, ...]

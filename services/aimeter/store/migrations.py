@@ -11,9 +11,10 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from aimeter.resources import data_path
 from aimeter.store.cluster import for_cluster
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "schemas" / "clickhouse"
+MIGRATIONS_DIR = data_path("schemas", "clickhouse")
 _NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 

@@ -26,7 +26,6 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from aimeter.config import GatewayConfig
-from aimeter.pricer.core import PriceBook
 from aimeter.pricer.gpu_periods import (
     SyncPlan,
     history_config,
@@ -35,6 +34,7 @@ from aimeter.pricer.gpu_periods import (
     read_history,
     sync_gpu_periods,
 )
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.pricer.rerate import COMPARED, Plan, plan_page
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, event_from_row
 from aimeter.reports import queries

@@ -19,7 +19,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from aimeter.events import UsageEvent
-from aimeter.pricer.core import PriceBook
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, build_batch
 from aimeter.store.migrations import migrate
 from tests.support.pricer_rows import cost_rows, event_rows

@@ -32,8 +32,8 @@ from clickhouse_connect.driver.client import Client
 
 from aimeter.config import parse_config
 from aimeter.events import UsageEvent
-from aimeter.pricer.core import PriceBook
 from aimeter.pricer.gpu_periods import sync_gpu_periods
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, build_batch
 from tests.support.pricer_rows import cost_rows, event_rows
 

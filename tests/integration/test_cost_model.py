@@ -15,8 +15,8 @@ import pytest
 
 from aimeter.config import parse_config
 from aimeter.events import UsageEvent
-from aimeter.pricer.core import PriceBook
 from aimeter.pricer.gpu_periods import sync_gpu_periods
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.reports.sql import spend_query
 from tests.integration.chdb_fixture import ingest
 

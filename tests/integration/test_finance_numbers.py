@@ -20,8 +20,8 @@ from aimeter.events import UsageEvent
 from aimeter.grafana.build import load_dashboards
 from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
 from aimeter.local.demo import self_hosted_notes
-from aimeter.pricer.core import UNMETERED, PriceBook
 from aimeter.pricer.gpu_periods import sync_gpu_periods
+from aimeter.pricer.pricebook import UNMETERED, PriceBook
 from aimeter.reports.chargeback import as_text, fetch
 from aimeter.reports.queries import self_hosted_use_query
 from aimeter.reports.reconcile import RECONCILE_SQL

@@ -37,8 +37,8 @@ from aimeter.cli import build_parser
 from aimeter.config import parse_config
 from aimeter.events import TokenUsage, UsageEvent
 from aimeter.local.kafka import free_port
-from aimeter.pricer.core import PriceBook
 from aimeter.pricer.overrides_load import parse_overrides
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.provider_books import cli as provider_cli
 from aimeter.provider_books.fetch import AdminClient
 from tests.integration.chdb_fixture import ingest

@@ -23,8 +23,8 @@ from clickhouse_connect.driver.client import Client
 from aimeter.config import parse_config
 from aimeter.events import UsageEvent
 from aimeter.local.kafka import free_port
-from aimeter.pricer.core import PriceBook
 from aimeter.pricer.overrides_load import parse_overrides
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.reports.sql import spend_query
 from aimeter.reprice import Progress, reprice
 from aimeter.store.query_server import serve_queries

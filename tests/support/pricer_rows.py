@@ -14,7 +14,7 @@ from uuid import UUID
 from msgspec.structs import astuple
 
 from aimeter.events import UsageEvent
-from aimeter.pricer.core import PriceBook
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.pricer.rates import INPUT_PART, OUTPUT_PART
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, Batch, priced_row
 from aimeter.pricer.tariff import components_sum

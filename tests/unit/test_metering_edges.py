@@ -281,7 +281,7 @@ def test_an_error_only_200_stream_is_a_true_zero_not_unmetered():
 
     from aimeter.config import parse_config  # noqa: PLC0415
     from aimeter.events import UsageEvent  # noqa: PLC0415
-    from aimeter.pricer.core import PRICED, UNMETERED, PriceBook  # noqa: PLC0415
+    from aimeter.pricer.pricebook import PRICED, UNMETERED, PriceBook  # noqa: PLC0415
     from aimeter.pricer.rows import build_batch  # noqa: PLC0415
 
     book = PriceBook(parse_config("""

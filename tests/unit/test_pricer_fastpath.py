@@ -13,8 +13,8 @@ from pydantic import AwareDatetime, TypeAdapter, ValidationError
 from aimeter.config import parse_config
 from aimeter.events import UsageEvent
 from aimeter.pricer import fastparse
-from aimeter.pricer.core import PriceBook
 from aimeter.pricer.overrides_load import parse_overrides
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, build_batch
 from tests.support.pricer_rows import cost_row, cost_rows, event_row, event_rows
 from tests.unit.test_pricing_properties import usages

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from aimeter.config import parse_config
 from aimeter.events import TokenUsage, UsageEvent
-from aimeter.pricer.core import PRICED, UNPRICED, PriceBook
+from aimeter.pricer.pricebook import PRICED, UNPRICED, PriceBook
 
 CONFIG = parse_config("""
 backends:

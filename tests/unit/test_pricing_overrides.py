@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from aimeter.pricer.core import PriceBook
 from aimeter.pricer.overrides_load import DEFAULT_OVERRIDES, OverridesError, load_overrides, parse_overrides
+from aimeter.pricer.pricebook import PriceBook
 from tests.unit.test_pricing import CONFIG, event
 
 M = Decimal(1_000_000)

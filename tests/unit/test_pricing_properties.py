@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aimeter.events import TokenUsage
-from aimeter.pricer.core import PriceBook
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.pricer.rates import QUANTUM
 from aimeter.pricer.rerate import differs, plan_page
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, event_from_row, priced_row

@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 
 from aimeter.config import ConfigError, parse_config
-from aimeter.pricer.core import UNPRICED, PriceBook
 from aimeter.pricer.gpu_periods import GpuHistory, Period, history_config, normalize, plan_backend, values_of
+from aimeter.pricer.pricebook import UNPRICED, PriceBook
 from aimeter.pricer.rates import split_exact
 from tests.unit.test_pricing import event
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from aimeter.config import load_config, parse_config
 from aimeter.events import TokenUsage, UsageEvent
 from aimeter.pricer.alerts import NotPricedLog
-from aimeter.pricer.core import PRICED, UNMETERED, UNPRICED, PriceBook
+from aimeter.pricer.pricebook import PRICED, UNMETERED, UNPRICED, PriceBook
 from aimeter.pricer.rows import build_batch
 from tests.support.pricer_rows import cost_rows
 

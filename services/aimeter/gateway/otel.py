@@ -31,12 +31,12 @@ from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
 
 from aimeter.config import GatewayConfig
 from aimeter.events import Deployment, Status
-from aimeter.pricer.core import Priced
+from aimeter.pricer.pricebook import Priced
 
 if TYPE_CHECKING:
     from aimeter.gateway.app import Request
     from aimeter.gateway.proxy import Outcome
-    from aimeter.pricer.core import PriceBook, Resolved
+    from aimeter.pricer.pricebook import PriceBook, Resolved
 
 # The event's api -> gen_ai.operation.name (the conventions' well-known values).
 OPERATIONS = {"openai.chat": "chat", "openai.responses": "chat", "openai.completions": "text_completion",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from aimeter.pricer.core import UNMETERED, UNPRICED
+from aimeter.pricer.pricebook import UNMETERED, UNPRICED
 
 log = logging.getLogger("aimeter.pricer")
 Key = tuple[str, str, str]  # (status, provider, model)

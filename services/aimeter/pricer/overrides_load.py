@@ -17,8 +17,8 @@ import yaml
 from pydantic import ValidationError
 
 from aimeter.config import GatewayConfig
-from aimeter.pricer.core import PriceBook
 from aimeter.pricer.overrides import EMPTY, Alias, Dated, Discount, Entry, Overrides, PriceRule
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.resources import data_path
 
 DEFAULT_OVERRIDES = data_path("schemas", "price_overrides.yaml")

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from aimeter.events import UsageEvent
-from aimeter.pricer.core import NOT_PRICED, PriceBook, Priced
+from aimeter.pricer.pricebook import NOT_PRICED, PriceBook, Priced
 from aimeter.pricer.rates import CLASSES
 from aimeter.pricer.rows import priced_row
 

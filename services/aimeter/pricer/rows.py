@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from aimeter.events import Attribution, TokenUsage, UsageEvent
 from aimeter.pricer import fastparse
-from aimeter.pricer.core import PriceBook, Priced
+from aimeter.pricer.pricebook import PriceBook, Priced
 from aimeter.pricer.rates import CLASSES
 from aimeter.pricer.tariff import Charge, DeferTariff, Tariffs, charge_of, tariffs
 

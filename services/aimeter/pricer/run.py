@@ -14,12 +14,12 @@ from clickhouse_connect.driver.client import Client
 from aimeter.config import GatewayConfig
 from aimeter.kafka_admin import ensure_topics_in_background
 from aimeter.metrics_auth import ensure_token
+from aimeter.pricer.batch_writer import BatchWriter, DeadLetters
 from aimeter.pricer.consumer import pricer_consumer
-from aimeter.pricer.core import PriceBook
 from aimeter.pricer.gpu_periods import history_config, read_history, sync_gpu_periods
 from aimeter.pricer.metrics import PricerMetrics, serve_metrics
 from aimeter.pricer.overrides_load import load_price_book
-from aimeter.pricer.service import BatchWriter, DeadLetters
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.settings import Settings
 from aimeter.store.client import chdb_path, get_client, redact
 from aimeter.store.migrations import migrate

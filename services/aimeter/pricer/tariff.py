@@ -27,7 +27,7 @@ from genai_prices.types import TimeOfDateConstraint
 
 from aimeter.config import Backend
 from aimeter.pricer import gpu as gpu_pricing
-from aimeter.pricer.core import PRICED, PriceBook, Priced, Resolved, batch_traffic
+from aimeter.pricer.pricebook import PRICED, PriceBook, Priced, Resolved, batch_traffic
 from aimeter.pricer.rates import CLASSES, TOKEN_CLASSES, Components, UsageCounts, class_count_tuple, money
 from aimeter.pricer.unitmath import (
     InexactError,

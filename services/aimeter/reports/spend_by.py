@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from aimeter.pricer.core import UNMETERED, UNPRICED
+from aimeter.pricer.pricebook import UNMETERED, UNPRICED
 from aimeter.reports.sql import bound_window
 
 MAX_TAG_NAME = 64  # as the gateway bounds a tag's key (attribution.MAX_TAG_LEN)

@@ -21,8 +21,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from aimeter.events import DLQ_TOPIC
 from aimeter.kafka_log import quiet_client
 from aimeter.pricer.alerts import NotPricedLog
-from aimeter.pricer.core import PriceBook
 from aimeter.pricer.metrics import PricerMetrics
+from aimeter.pricer.pricebook import PriceBook
 from aimeter.pricer.rows import Batch, build_batch
 from aimeter.pricer.write import insert_batch
 

@@ -21,7 +21,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from tests.integration.conftest import key_for, wait_for_row
+from tests.support.stack import key_for, wait_for_row
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
 from aimeter.local.stack import settings_env
 from aimeter.reports.chargeback import as_text, fetch, month_window, totals
 from aimeter.reports.sql import MEASURES, spend_query
-from tests.integration.conftest import key_for, wait_for_row
 from tests.integration.dashboards_seed import EXPECTED_BY_TEAM, EXPECTED_TOTAL, MONTH, SINCE, UNTIL, seed
+from tests.support.stack import key_for, wait_for_row
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

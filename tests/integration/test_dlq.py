@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from aimeter.events import DLQ_TOPIC, USAGE_TOPIC
-from tests.integration.conftest import key_for, wait_for_row
+from tests.support.stack import key_for, wait_for_row
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from tests.integration.conftest import key_for, wait_for_row
+from tests.support.stack import key_for, wait_for_row
 
 pytestmark = pytest.mark.integration
 M = Decimal(1_000_000)

@@ -37,8 +37,8 @@ from aimeter.local.kafka import LocalKafka, free_port
 from aimeter.local.stack import Stack, settings_env
 from aimeter.settings import Settings
 from aimeter.store.client import query_endpoint_client
-from tests.integration.conftest import CONFIG
 from tests.integration.metrics_scrape import scrape, unlabeled
+from tests.support.stack import CONFIG
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -31,7 +31,7 @@ from aimeter.fake_upstream.app import bound_port, serve
 from aimeter.gateway.app import Gateway
 from aimeter.gateway.keys import KeyFile, new_key
 from aimeter.gateway.server_conn import Limits
-from tests.unit.test_gateway_server import closed, read_response, serving
+from tests.support.http_server import closed, read_response, serving
 
 HEAD_S, BODY_S, PER_PEER = 0.5, 1.0, 64
 MAX_UPSTREAM_BODY = 4 * 1024 * 1024

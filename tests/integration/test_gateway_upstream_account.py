@@ -19,7 +19,7 @@ import pytest
 from aimeter.config import parse_config
 from aimeter.fake_upstream.app import bound_port, serve
 from aimeter.gateway.app import Gateway
-from tests.unit.test_gateway_server import serving
+from tests.support.http_server import serving
 
 pytestmark = pytest.mark.integration
 

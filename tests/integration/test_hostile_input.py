@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.integration.conftest import key_for
+from tests.support.stack import key_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from aimeter.local.stack import settings_env
-from tests.integration.conftest import key_for, wait_for_row
+from tests.support.stack import key_for, wait_for_row
 
 pytestmark = pytest.mark.integration
 MESSAGES = [{"role": "user", "content": "fake: prompt=10 completion=5"}]

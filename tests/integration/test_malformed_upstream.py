@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.integration.conftest import key_for, wait_for_row
+from tests.support.stack import key_for, wait_for_row
 
 pytestmark = pytest.mark.integration
 ROW_SQL = ("SELECT status, usage_source, input_tokens, output_tokens FROM usage_events FINAL "

@@ -10,8 +10,8 @@ import urllib.request
 import openai
 import pytest
 
-from tests.integration.conftest import key_for
 from tests.integration.metrics_scrape import scrape, value
+from tests.support.stack import key_for
 
 pytestmark = pytest.mark.integration
 TEAM, PROJECT = "support", "helpdesk-bot"

@@ -21,7 +21,7 @@ from aimeter.config import parse_config
 from aimeter.gateway.app import Gateway
 from aimeter.gateway.keys import KeyFile, new_key
 from tests.integration.test_gateway_upstream_account import Sink
-from tests.unit.test_gateway_server import serving
+from tests.support.http_server import serving
 
 pytestmark = pytest.mark.integration
 

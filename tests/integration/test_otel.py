@@ -26,7 +26,7 @@ from aimeter.gateway.app import Gateway
 from aimeter.gateway.otel import OtelRecorder
 from aimeter.pricer.overrides_load import load_price_book
 from tests.integration.test_gateway_upstream_account import Sink
-from tests.unit.test_gateway_server import serving
+from tests.support.http_server import serving
 
 pytestmark = pytest.mark.integration
 CONFIG = """

@@ -19,8 +19,8 @@ from PIL import Image
 from aimeter.local.stack import settings_env
 from aimeter.reports.chargeback import as_text, fetch
 from aimeter.reports.chargeback_svg import IDLE_COLOR, PALETTE, SELF_HOSTED_COLOR
-from tests.integration.conftest import key_for, wait_for_row
 from tests.integration.dashboards_seed import MONTH, seed
+from tests.support.stack import key_for, wait_for_row
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from tests.integration.conftest import key_for
+from tests.support.stack import key_for
 
 pytestmark = pytest.mark.integration
 DIRECTIVE = "fake: prompt=900 completion=120 cached=100 chunks=12 frozen=1"

@@ -22,7 +22,7 @@ from aimeter.gateway.http1_pool import Pool
 from aimeter.gateway.providers.openai import OpenAIChatStream
 from aimeter.gateway.server_conn import BODY_BYTES_PER_S, Limits
 from aimeter.gateway.sse import SHORT_EVENT_BYTES, StreamScanner
-from tests.unit.test_gateway_server import App, connect, read_response, serving
+from tests.support.http_server import App, connect, read_response, serving
 from tests.unit.test_sse import USAGE, chunk
 
 PIECE = 64 * 1024

@@ -1,14 +1,21 @@
-"""An in-memory stand-in for the confluent_kafka ``Consumer`` methods the pricer's loop calls.
+"""In-memory stand-ins for the confluent_kafka ``Consumer`` methods the pricer's loop calls and the ``Producer``
+methods the gateway's publisher calls.
 
 One :class:`FakeBroker` holds the partitions' messages and the group's committed offsets, and records every
 call that matters (``ops``), so a test can assert the order of writes and commits. Each
 :class:`FakeConsumer` is one group member: ``subscribe`` assigns it every partition at its committed offset
 (calling ``on_assign``), ``consume`` reads from its positions, ``seek`` moves them, ``lose()`` plays a session
 timeout (``on_lost``). Real-broker tests of the same loop live in tests/integration/test_pricer_consumer.py.
+
+:class:`FakeProducer` is built from the publisher's own config (its ``on_delivery`` callback); what it does with
+a message depends on its :class:`ProducerBroker`: ``up`` takes it, ``failing`` reports a delivery failure at the
+next poll or flush, neither keeps it queued (as librdkafka does until ``message.timeout.ms``); ``purge()``
+fails every queued message; ``queue_full`` makes ``produce`` raise ``BufferError``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +24,16 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 class FakeMessage:
     def __init__(self, topic: str, partition: int, offset: int, value: bytes | None,
-                 error: KafkaError | None = None) -> None:
+                 error: KafkaError | None = None, key: bytes | None = None,
+                 headers: list[tuple[str, Any]] | None = None) -> None:
         self._topic, self._partition, self._offset, self._value, self._error = topic, partition, offset, value, error
+        self._key, self._headers = key, headers
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def headers(self) -> list[tuple[str, Any]] | None:
+        return self._headers
 
     def topic(self) -> str:
         return self._topic
@@ -120,3 +135,69 @@ class FakeConsumer:
 
     def _partitions(self) -> list[TopicPartition]:
         return [TopicPartition(self.broker.topic, p, o) for p, o in self.positions.items()]
+
+
+class ProducerBroker:
+    def __init__(self) -> None:
+        self.up = True
+        self.failing = False  # down and reporting failures (not just slow)
+        self.queue_full = False
+        self.log: list[FakeMessage] = []  # what the topic holds, in order
+        self.producers: list[FakeProducer] = []
+
+    def producer(self, config: dict[str, Any]) -> FakeProducer:
+        made = FakeProducer(config, self)
+        self.producers.append(made)
+        return made
+
+    def values(self) -> list[bytes | None]:
+        return [m.value() for m in self.log]
+
+
+class FakeProducer:
+    def __init__(self, config: dict[str, Any], broker: ProducerBroker) -> None:
+        self.broker, self.on_delivery = broker, config["on_delivery"]
+        self.queue: list[FakeMessage] = []
+        self.reports: list[tuple[KafkaError, FakeMessage]] = []
+        self.lock = threading.Lock()
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                headers: list[tuple[str, Any]] | None = None) -> None:
+        if self.broker.queue_full:
+            raise BufferError("Local: Queue full")
+        with self.lock:
+            self.queue.append(FakeMessage(topic, 0, -1, value, key=key, headers=headers))
+
+    def poll(self, timeout: float = -1) -> int:
+        return self._serve()
+
+    def flush(self, timeout: float = -1) -> int:
+        self._serve()
+        return len(self)
+
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        with self.lock:
+            purged, self.queue = self.queue, []
+            self.reports += [(KafkaError(KafkaError._PURGE_QUEUE, "purged"), m) for m in purged]
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> object:
+        if not self.broker.up:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down"))
+        return object()
+
+    def __len__(self) -> int:
+        return len(self.queue) + len(self.reports)
+
+    def _serve(self) -> int:
+        """Deliver or fail what is queued, then run the failure reports (outside the lock: a callback may produce)."""
+        with self.lock:
+            if self.broker.up:
+                self.broker.log += self.queue
+                self.queue = []
+            elif self.broker.failing:
+                self.reports += [(KafkaError(KafkaError._MSG_TIMED_OUT, "timed out"), m) for m in self.queue]
+                self.queue = []
+            reports, self.reports = self.reports, []
+        for err, msg in reports:
+            self.on_delivery(err, msg)
+        return len(reports)

@@ -104,6 +104,15 @@ def is_unmetered(http_status: int, usage_source: str, usage: TokenUsage, status:
             and not (usage.input_tokens or usage.output_tokens))
 
 
+# Every event field PriceBook.price reads. The tariff memo (tariff.RouteKey) is keyed by PRICE_KEY_INPUTS, so
+# events alike in those share one price; PER_EVENT_INPUTS are the ones each event's charge is computed from.
+# A price rule that reads another field must be listed here, and then the memo key must carry it (tariff.py
+# refuses to import otherwise; tests/unit/test_pricer_route_key.py checks price() reads no other field).
+PRICE_KEY_INPUTS = frozenset({"deployment", "backend", "provider", "model_requested", "model_served", "api",
+                              "attribution.tags.batch", "started_at"})
+PER_EVENT_INPUTS = frozenset({"usage", "backend_compute_seconds", "http_status", "usage_source", "status"})
+
+
 def is_batch(event: UsageEvent) -> bool:
     """Batch-API traffic: an ``api`` ending in ``.batch``, or the attribution tag ``batch=true``."""
     return batch_traffic(event.api, event.attribution.tags.get("batch"))

@@ -24,7 +24,7 @@ from aimeter.events import Attribution, TokenUsage, UsageEvent
 from aimeter.pricer import fastparse
 from aimeter.pricer.pricebook import PriceBook, Priced
 from aimeter.pricer.rates import CLASSES
-from aimeter.pricer.tariff import Charge, DeferTariff, Tariffs, charge_of, tariffs
+from aimeter.pricer.tariff import Charge, DeferTariff, Tariffs, charge_of, route_key, tariffs
 
 EVENT_COLUMNS = [
     "event_id", "gateway_id", "started_at", "first_token_at", "ended_at", "api", "backend", "provider",
@@ -77,7 +77,7 @@ class Batch:
     events: list[Any] = field(default_factory=list)
     charges: list[Charge] = field(default_factory=list)
     poison: list[tuple[bytes, str]] = field(default_factory=list)
-    routes: list[tuple[Any, ...]] = field(default_factory=list)  # distinct route_key()s of the batch's events
+    routes: list[tuple[Any, ...]] = field(default_factory=list)  # distinct tariff.route_key()s of its events
     route_of: list[int] = field(default_factory=list)  # each event's route, by its position in ``routes``
 
 
@@ -140,17 +140,6 @@ def add_by_reference(batch: Batch, raw: bytes, book: PriceBook, by_minute: bool)
     batch.route_of.append(batch.routes.index(key))
 
 
-ROUTE_FIELDS = ("deployment", "backend", "provider", "model_requested", "model_served", "api")  # route_key()[:6]
-
-
-def route_key(event: Any, by_minute: bool) -> tuple[Any, ...]:
-    """What prices an event besides its usage, and the labels its rows share with the other events of the
-    route: (deployment, backend, provider, model_requested, model_served, api, batch tag, price window)."""
-    tags = event.attribution.tags
-    return (event.deployment, event.backend, event.provider, event.model_requested, event.model_served, event.api,
-            tags.get("batch") if tags else None, event.started_at[:16] if by_minute else event.started_at)
-
-
 def build_batch(values: list[bytes], book: PriceBook, priced_at: datetime, *, fast: bool = True) -> Batch:
     """Parse, price and shape a batch. A message that fails validation is poison, never silently skipped.
 
@@ -171,9 +160,7 @@ def build_batch(values: list[bytes], book: PriceBook, priced_at: datetime, *, fa
         if e.usage_source == "none" and 200 <= e.http_status < 300:  # maybe unmetered: the reference decides
             slow.append(index)
             continue
-        tags = e.attribution.tags  # the key is route_key(e, by_minute), inlined: this loop runs per event
-        key = (e.deployment, e.backend, e.provider, e.model_requested, e.model_served, e.api,
-               tags.get("batch") if tags else None, e.started_at[:16] if by_minute else e.started_at)
+        key = route_key(e, by_minute)
         route = routes.get(key)
         if route is None:
             route = routes[key] = len(routes)

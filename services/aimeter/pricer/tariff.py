@@ -27,7 +27,7 @@ from genai_prices.types import TimeOfDateConstraint
 
 from aimeter.config import Backend
 from aimeter.pricer import gpu as gpu_pricing
-from aimeter.pricer.pricebook import PRICED, PriceBook, Priced, Resolved, batch_traffic
+from aimeter.pricer.pricebook import PRICE_KEY_INPUTS, PRICED, PriceBook, Priced, Resolved, batch_traffic
 from aimeter.pricer.rates import CLASSES, TOKEN_CLASSES, Components, UsageCounts, class_count_tuple, money
 from aimeter.pricer.unitmath import (
     InexactError,
@@ -242,6 +242,51 @@ def minute_windows(book: PriceBook) -> bool:
     return all(t.second == 0 and t.microsecond == 0 for t in (*_instants(book), *_snapshot_times()))
 
 
+class RouteKey(NamedTuple):
+    """The tariff memo's key: what prices an event besides its usage, and the labels its rows share with the
+    other events of its route. ``batch_tag`` is the event's ``tags["batch"]``; ``window`` its ``started_at``
+    text cut to the minute (``YYYY-MM-DDTHH:MM``), or whole when some price boundary is not on a minute."""
+
+    deployment: str
+    backend: str
+    provider: str
+    model_requested: str
+    model_served: str
+    api: str
+    batch_tag: str | None
+    window: str
+
+
+# The fields copied from the event as they are: RouteKey's leading fields (also the route's row labels).
+ROUTE_FIELDS: tuple[str, ...] = RouteKey._fields[:6]
+
+
+def route_key(event: Any, by_minute: bool) -> tuple[Any, ...]:
+    """The event's :class:`RouteKey`, as a plain tuple (equal to it; plain attribute loads, as this runs per
+    event). Checked against RouteKey below, at import."""
+    tags = event.attribution.tags
+    return (event.deployment, event.backend, event.provider, event.model_requested, event.model_served, event.api,
+            tags.get("batch") if tags else None, event.started_at[:16] if by_minute else event.started_at)
+
+
+class _Probe:
+    """An event whose every field holds its own name, to read which field lands where in route_key()."""
+
+    def __init__(self) -> None:
+        self.attribution = type("Attribution", (), {"tags": {"batch": "attribution.tags.batch"}})()
+        self.started_at = "started_at"
+
+    def __getattr__(self, name: str) -> str:
+        return name
+
+
+if route_key(_Probe(), by_minute=False) != (*ROUTE_FIELDS, "attribution.tags.batch", "started_at"):
+    raise ImportError("route_key() no longer builds RouteKey's fields in RouteKey's order")
+if {*ROUTE_FIELDS, "attribution.tags.batch", "started_at"} != PRICE_KEY_INPUTS:
+    raise ImportError("RouteKey no longer carries every field PriceBook.price reads (PRICE_KEY_INPUTS): an event "
+                      "could be charged another event's price; update RouteKey and route_key together")
+
+
 class Tariffs:
     """The memo: one tariff per (what prices an event, window), built through the PriceBook itself."""
 
@@ -251,8 +296,7 @@ class Tariffs:
         self.known: dict[tuple[Any, ...], Tariff | GpuTariff] = {}
 
     def get(self, key: tuple[Any, ...]) -> Tariff | GpuTariff:
-        """``key``: (deployment, backend, provider, model_requested, model_served, api, batch tag, window), the
-        window being the started_at text's minute (``YYYY-MM-DDTHH:MM``) or, without minute windows, all of it."""
+        """``key``: a :func:`route_key` (a :class:`RouteKey`'s values)."""
         found = self.known.get(key)
         if found is None:
             if len(self.known) >= MAX_TARIFFS:
@@ -261,7 +305,7 @@ class Tariffs:
         return found
 
     def _build(self, key: tuple[Any, ...]) -> Tariff | GpuTariff:
-        deployment, backend_name, provider, requested, served, api, batch_tag, window = key
+        deployment, backend_name, provider, requested, served, api, batch_tag, window = RouteKey._make(key)
         book, at = self.book, datetime.fromisoformat(window).replace(tzinfo=UTC)
         batch = batch_traffic(api, batch_tag)
         try:

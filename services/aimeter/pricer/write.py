@@ -22,8 +22,8 @@ from aimeter.events import Attribution, TokenUsage
 from aimeter.pricer import native
 from aimeter.pricer.fastparse import FastEvent, struct_for
 from aimeter.pricer.rates import CLASSES, INPUT_PART, OUTPUT_PART
-from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, ROUTE_FIELDS, USAGE_FIELDS, Batch
-from aimeter.pricer.tariff import NO_COMPONENTS, Outcome, components_sum
+from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, USAGE_FIELDS, Batch
+from aimeter.pricer.tariff import NO_COMPONENTS, ROUTE_FIELDS, Outcome, components_sum
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INSERT_SETTINGS = {

@@ -22,7 +22,8 @@ def test_gateway_and_pricer_metrics_count_requests_tokens_latency_and_usd(stack)
     gateway_url = f"{stack.gateway_url}/metrics"
     pricer_url = f"http://127.0.0.1:{stack.settings.pricer_metrics_port}/metrics"
     before = scrape(gateway_url, token_file)
-    cost_before = value(scrape(pricer_url, token_file), "aimeter_pricer_cost_usd_total", team=TEAM)
+    cost_before = value(scrape(pricer_url, token_file), "aimeter_pricer_cost_usd_total", team=TEAM,
+                        model="gpt-4o-mini")  # the same series as read after: the stack is shared by other tests
     client = openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=key_for(stack, TEAM, PROJECT), max_retries=0)
     for _ in range(3):
         client.chat.completions.create(model="gpt-4o-mini",

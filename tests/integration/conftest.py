@@ -19,7 +19,7 @@ from tests.support.stack import CONFIG
 
 # Keys issued before the gateway starts: (team, project) -> key. Tests look theirs up with key_for().
 TEAM_PROJECTS = [("search", "ranking"), ("research", "evals"), ("support", "helpdesk-bot"),
-                 ("finance-cli-test", ""), ("keys-test", "")]
+                 ("finance-cli-test", ""), ("keys-test", ""), ("metrics-probe", "helpdesk-bot")]
 
 
 def issue_keys(settings: Settings) -> dict[tuple[str, str], str]:

@@ -14,7 +14,7 @@ from tests.integration.metrics_scrape import scrape, value
 from tests.support.stack import key_for
 
 pytestmark = pytest.mark.integration
-TEAM, PROJECT = "support", "helpdesk-bot"
+TEAM, PROJECT = "metrics-probe", "helpdesk-bot"  # a team no other test of the shared stack uses
 
 
 def test_gateway_and_pricer_metrics_count_requests_tokens_latency_and_usd(stack) -> None:

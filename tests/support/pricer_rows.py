@@ -18,7 +18,7 @@ from aimeter.pricer.pricebook import PriceBook
 from aimeter.pricer.rates import INPUT_PART, OUTPUT_PART
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, Batch, priced_row
 from aimeter.pricer.tariff import components_sum
-from aimeter.pricer.unitmath import usd
+from aimeter.pricer.unitmath import from_units
 
 DATETIME_COLUMNS = ("started_at", "first_token_at", "ended_at")
 _AT = {c: EVENT_COLUMNS.index(c) for c in EVENT_COLUMNS}
@@ -55,14 +55,15 @@ def classic_event_row(batch: Batch, i: int) -> list[Any]:
 def classic_cost_row(batch: Batch, i: int) -> list[Any]:
     e = dict(zip(EVENT_COLUMNS, classic_event_row(batch, i), strict=True))
     components, reference, o = batch.charges[i]
-    total = usd(components_sum(components))
-    input_cost, output_cost = usd(components_sum(components, INPUT_PART)), usd(components_sum(components, OUTPUT_PART))
+    total = from_units(components_sum(components))
+    input_cost = from_units(components_sum(components, INPUT_PART))
+    output_cost = from_units(components_sum(components, OUTPUT_PART))
     return [
         e["event_id"], e["started_at"], e["ended_at"], e["api"], e["backend"], e["provider"], e["deployment"],
         e["model_served"] or e["model_requested"], e["status"], e["stream"], e["team"], e["project"], e["user"],
         e["api_key_id"], e["input_tokens"], e["cache_read_input_tokens"], e["cache_creation_input_tokens"],
-        e["output_tokens"], e["reasoning_output_tokens"], total, input_cost, output_cost, usd(reference),
-        o.status, o.note, o.source, o.version, 0, batch.priced_at, o.basis, *map(usd, components),
+        e["output_tokens"], e["reasoning_output_tokens"], total, input_cost, output_cost, from_units(reference),
+        o.status, o.note, o.source, o.version, 0, batch.priced_at, o.basis, *map(from_units, components),
         *(e[c] for c in COST_COLUMNS[-6:]),
     ]
 

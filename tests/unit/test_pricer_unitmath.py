@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from aimeter.pricer.rates import PER_MILLION, QUANTUM, money
 from aimeter.pricer.unitmath import (
     InexactError,
+    from_units,
     list_rate,
     round_half_even,
     safe_tokens,
     throughput_rate,
     units,
-    usd,
 )
 
 SECONDS_PER_HOUR = Decimal(3600)
@@ -55,8 +55,8 @@ def test_a_throughput_rate_charges_what_gpu_by_throughput_charges(per_hour, per_
 
 def test_units_round_trip_and_refuse_finer_amounts():
     assert units(Decimal("0.00042")) == 420_000_000
-    assert usd(420_000_000) == Decimal("0.00042") == usd(units(QUANTUM * 420_000_000))
-    assert usd(None) is None
+    assert from_units(420_000_000) == Decimal("0.00042") == from_units(units(QUANTUM * 420_000_000))
+    assert from_units(None) is None
     with pytest.raises(InexactError):
         units(Decimal("1E-13"))
     with pytest.raises(InexactError):

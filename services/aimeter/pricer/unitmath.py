@@ -42,7 +42,7 @@ def units(value: Decimal) -> int:
     return whole
 
 
-def usd(amount: int | None) -> Decimal | None:
+def from_units(amount: int | None) -> Decimal | None:
     """Units back to the Decimal the reference path would hold (equal in value, 12 places)."""
     return None if amount is None else Decimal(amount).scaleb(-12)
 

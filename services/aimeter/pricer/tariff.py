@@ -46,7 +46,7 @@ class Defer(Exception):  # noqa: N818 - a signal, not an error
     """The fast path cannot give this event the reference result for sure; the reference path prices it."""
 
 
-class Outcome(NamedTuple):
+class PricingOutcome(NamedTuple):
     """Everything in a priced row that is not an amount; shared by all the events a tariff prices alike."""
 
     status: str
@@ -58,7 +58,7 @@ class Outcome(NamedTuple):
 
 # One event's charge: the 11 class components in CLASSES order (units, or all None when unpriced),
 # the reference (savings) cost in units or None, and the outcome.
-Charge = tuple[tuple[int | None, ...], int | None, Outcome]
+Charge = tuple[tuple[int | None, ...], int | None, PricingOutcome]
 
 
 def components_sum(components: tuple[int | None, ...], part: slice = slice(None)) -> int | None:
@@ -66,8 +66,9 @@ def components_sum(components: tuple[int | None, ...], part: slice = slice(None)
     return None if components[0] is None else sum(cast("tuple[int, ...]", components[part]))
 
 
-def outcome_of(priced: Priced) -> Outcome:
-    return Outcome(priced.pricing_status, priced.price_source, priced.price_version, priced.cost_basis, priced.note)
+def outcome_of(priced: Priced) -> PricingOutcome:
+    return PricingOutcome(priced.pricing_status, priced.price_source, priced.price_version, priced.cost_basis,
+                          priced.note)
 
 
 def charge_of(priced: Priced) -> Charge:
@@ -94,7 +95,7 @@ class Band:
         # Whole, untiered and every class rated (most cards): the outcome never varies with the usage, so the
         # tariff keeps it here on first use and charges such a band in one step.
         self.simple = self.whole and not self.tiered and not self.unrated
-        self.plain: Outcome | None = None
+        self.plain: PricingOutcome | None = None
 
     def costs(self, counts: tuple[int, ...]) -> list[int]:
         if self.whole:
@@ -135,9 +136,9 @@ class ListTariff:
             exact += [r for r in band_rates if r is not None]
             self.bands.append(Band(band_rates, [None if c is None else c[1] for c in chosen], self.other))
         self.safe = safe_tokens(exact)
-        self.outcomes: dict[tuple[int | None, tuple[str, ...]], Outcome] = {}
+        self.outcomes: dict[tuple[int | None, tuple[str, ...]], PricingOutcome] = {}
 
-    def outcome(self, tier: int | None, missing: tuple[str, ...]) -> Outcome:
+    def outcome(self, tier: int | None, missing: tuple[str, ...]) -> PricingOutcome:
         key = (tier, missing)
         found = self.outcomes.get(key)
         if found is None:
@@ -203,7 +204,7 @@ class GpuTariff:
         rate = throughput_rate(period.usd_per_hour, period.sustained_tokens_per_second * gpu_pricing.SECONDS_PER_HOUR)
         self.numerator, self.denominator, _ = rate
         self.safe = safe_tokens([rate])
-        self.outcomes = {basis: Outcome(PRICED, gpu_pricing.describe(period, basis), book.version, basis, "")
+        self.outcomes = {basis: PricingOutcome(PRICED, gpu_pricing.describe(period, basis), book.version, basis, "")
                          for basis in (gpu_pricing.THROUGHPUT, gpu_pricing.GPU_SECONDS)}
 
     def charge(self, usage: UsageCounts, seconds: float | None = None) -> Charge:

@@ -23,7 +23,7 @@ from aimeter.pricer import native
 from aimeter.pricer.fastparse import FastEvent, struct_for
 from aimeter.pricer.rates import CLASSES, INPUT_PART, OUTPUT_PART
 from aimeter.pricer.rows import COST_COLUMNS, EVENT_COLUMNS, USAGE_FIELDS, Batch
-from aimeter.pricer.tariff import NO_COMPONENTS, ROUTE_FIELDS, Outcome, components_sum
+from aimeter.pricer.tariff import NO_COMPONENTS, ROUTE_FIELDS, PricingOutcome, components_sum
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INSERT_SETTINGS = {
@@ -146,8 +146,8 @@ def event_block(batch: Batch) -> tuple[native.Block, dict[str, tuple[str, bytes]
     return block, encoded | {"model": model}
 
 
-def _outcome_columns(outcomes: Sequence[Outcome]) -> dict[str, tuple[str, bytes]]:
-    """The columns that come from each row's Outcome: a batch has a few distinct outcomes, so each row's
+def _outcome_columns(outcomes: Sequence[PricingOutcome]) -> dict[str, tuple[str, bytes]]:
+    """The columns that come from each row's PricingOutcome: a batch has a few distinct outcomes, so each row's
     outcome number is found once and every column is a byte translation of it."""
     distinct = list(dict.fromkeys(outcomes))
     if len(distinct) > 255:  # not a real batch; plain strings then

@@ -15,7 +15,7 @@ from aimeter.grafana.build import load_dashboards
 from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
 from tests.integration.dashboards_seed import EXPECTED_BY_TEAM, SINCE, UNTIL, seed
 from tests.integration.provider_books_seed import seed_books
-from tests.unit.test_dashboards_structure import effective_unit
+from tests.support.dashboards import effective_unit
 
 pytestmark = pytest.mark.integration
 D = Decimal

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
-from datetime import datetime
-from typing import Any
 
 import anthropic
 import openai
-import orjson
 import pytest
 
 from aimeter.config import parse_config
 from aimeter.fake_upstream.app import bound_port, serve
 from aimeter.gateway.app import Gateway
 from tests.support.http_server import serving
+from tests.support.publisher_sink import Sink
 
 pytestmark = pytest.mark.integration
 
@@ -44,28 +41,6 @@ models:
   claude-sonnet-4-6: {{backend: anthropic}}
 """
 SECRET = "sk-upstream-secret-never-in-events-Zz9"
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.raw: list[bytes] = []
-
-    def publish_encoded(self, payload: bytes, event_id: str, started_at: datetime, ended_at: datetime) -> None:
-        self.raw.append(payload)
-        self.events.append(orjson.loads(payload))
-
-    def accepting(self) -> bool:
-        return True
-
-    def metrics(self) -> dict[str, float]:
-        return {}
-
-    def wait(self, count: int) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + 10
-        while len(self.events) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.events
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from google import genai
 from aimeter.config import parse_config
 from aimeter.gateway.app import Gateway
 from aimeter.gateway.keys import KeyFile, new_key
-from tests.integration.test_gateway_upstream_account import Sink
 from tests.support.http_server import serving
+from tests.support.publisher_sink import Sink
 
 pytestmark = pytest.mark.integration
 

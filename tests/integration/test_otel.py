@@ -25,8 +25,8 @@ from aimeter.fake_upstream.app import bound_port, serve
 from aimeter.gateway.app import Gateway
 from aimeter.gateway.otel import OtelRecorder
 from aimeter.pricer.overrides_load import load_price_book
-from tests.integration.test_gateway_upstream_account import Sink
 from tests.support.http_server import serving
+from tests.support.publisher_sink import Sink
 
 pytestmark = pytest.mark.integration
 CONFIG = """

@@ -12,6 +12,7 @@ from aimeter.grafana.build import DASHBOARDS_DIR, DATASOURCE_FILE, JSON_DIR, loa
 from aimeter.grafana.model import PLUGIN_ID
 from aimeter.grafana.prometheus import gateway_health
 from aimeter.reports.sql import FILTER_DIMENSIONS
+from tests.support.dashboards import effective_unit
 
 PROM_DASHBOARD = gateway_health().uid
 # The ClickHouse dashboards; Gateway health (Prometheus) has its own tests in test_dashboards_prometheus.py.
@@ -116,18 +117,6 @@ def test_provisioning_points_at_the_generated_files():
     assert PROVIDER["options"]["path"].endswith("/aimeter")
     assert DATASOURCE["uid"] == "aimeter-clickhouse"
     assert set(DATASOURCE["jsonData"]) >= {"host", "port", "protocol", "username"}
-
-
-def effective_unit(panel: dict, column: str) -> str | None:
-    """The unit Grafana shows for ``column``: the panel's default, then each matching override in order."""
-    unit = panel["fieldConfig"]["defaults"].get("unit")
-    for override in panel["fieldConfig"]["overrides"]:
-        matcher = override["matcher"]
-        pattern = matcher["options"].strip("/")
-        hit = column == matcher["options"] if matcher["id"] == "byName" else re.search(pattern, column)
-        if hit:
-            unit = next((p["value"] for p in override["properties"] if p["id"] == "unit"), unit)
-    return unit
 
 
 @pytest.mark.parametrize(("uid", "title", "counts", "money"), [

@@ -8,7 +8,6 @@ ClickHouse are proven elsewhere). Limits are set small so that every attack is b
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import resource
@@ -27,11 +26,11 @@ import orjson
 import pytest
 
 from aimeter.config import parse_config
-from aimeter.fake_upstream.app import bound_port, serve
 from aimeter.gateway.app import Gateway
 from aimeter.gateway.keys import KeyFile, new_key
 from aimeter.gateway.server_conn import Limits
 from tests.support.http_server import closed, read_response, serving
+from tests.support.upstream_thread import fake_upstream_thread
 
 HEAD_S, BODY_S, PER_PEER = 0.5, 1.0, 64
 MAX_UPSTREAM_BODY = 4 * 1024 * 1024
@@ -101,28 +100,6 @@ class Edge:
         return sum(host.count for host in pool._hosts.values())
 
 
-@contextlib.contextmanager
-def fake_upstream() -> Iterator[int]:
-    """The project's fake upstream on a free loopback port, in its own thread and loop."""
-    ready, state = threading.Event(), {}
-
-    async def main() -> None:
-        runner = await serve("127.0.0.1", 0)
-        state["port"], state["loop"], state["stop"] = bound_port(runner), asyncio.get_running_loop(), asyncio.Event()
-        ready.set()
-        await state["stop"].wait()
-        await runner.cleanup()
-
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield state["port"]
-    finally:
-        state["loop"].call_soon_threadsafe(state["stop"].set)
-        thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     data: Path = tmp_path_factory.mktemp("edge")
@@ -132,7 +109,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         records[record.key_id] = record
     store.save(records)
     sink = Sink()
-    with fake_upstream() as upstream_port:
+    with fake_upstream_thread() as upstream_port:
         gateway = Gateway(parse_config(CONFIG.format(port=upstream_port)), sink, gateway_id="gw-attacks",
                           max_body_bytes=1024 * 1024, upstream_timeout_s=30, keys=KeyFile(data / "keys.json"),
                           credentials=lambda _b: None, upstream_max_body_bytes=MAX_UPSTREAM_BODY,

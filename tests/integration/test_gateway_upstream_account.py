@@ -4,8 +4,6 @@ account leaves them empty. Real HTTP: the official SDKs -> gateway -> fake upstr
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 
 import anthropic
@@ -13,10 +11,10 @@ import openai
 import pytest
 
 from aimeter.config import parse_config
-from aimeter.fake_upstream.app import bound_port, serve
 from aimeter.gateway.app import Gateway
 from tests.support.http_server import serving
 from tests.support.publisher_sink import Sink
+from tests.support.upstream_thread import fake_upstream_thread
 
 pytestmark = pytest.mark.integration
 
@@ -45,27 +43,12 @@ SECRET = "sk-upstream-secret-never-in-events-Zz9"
 
 @pytest.fixture(scope="module")
 def edge() -> Iterator[tuple[int, Sink]]:
-    ready, state = threading.Event(), {}
-
-    async def main() -> None:
-        runner = await serve("127.0.0.1", 0)
-        state["port"], state["loop"], state["stop"] = bound_port(runner), asyncio.get_running_loop(), asyncio.Event()
-        ready.set()
-        await state["stop"].wait()
-        await runner.cleanup()
-
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    sink = Sink()
-    gateway = Gateway(parse_config(CONFIG.format(port=state["port"])), sink, gateway_id="gw-account",
-                      max_body_bytes=1024 * 1024, upstream_timeout_s=30, keys=None, credentials=lambda _b: SECRET)
-    try:
+    with fake_upstream_thread() as upstream_port:
+        sink = Sink()
+        gateway = Gateway(parse_config(CONFIG.format(port=upstream_port)), sink, gateway_id="gw-account",
+                          max_body_bytes=1024 * 1024, upstream_timeout_s=30, keys=None, credentials=lambda _b: SECRET)
         with serving(gateway) as (_, port):
             yield port, sink
-    finally:
-        state["loop"].call_soon_threadsafe(state["stop"].set)
-        thread.join(10)
 
 
 def test_events_carry_the_declared_account_and_the_requested_tier(edge):

@@ -4,10 +4,8 @@ and the GenAI client metrics, read back from the SDK's in-memory exporters. Real
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,12 +19,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from aimeter.config import parse_config
-from aimeter.fake_upstream.app import bound_port, serve
 from aimeter.gateway.app import Gateway
 from aimeter.gateway.otel import OtelRecorder
 from aimeter.pricer.overrides_load import load_price_book
 from tests.support.http_server import serving
 from tests.support.publisher_sink import Sink
+from tests.support.upstream_thread import fake_upstream_thread
 
 pytestmark = pytest.mark.integration
 CONFIG = """
@@ -46,31 +44,17 @@ models:
 
 @pytest.fixture(scope="module")
 def traced() -> Iterator[tuple[int, InMemorySpanExporter, InMemoryMetricReader]]:
-    ready, state = threading.Event(), {}
-
-    async def main() -> None:
-        runner = await serve("127.0.0.1", 0)
-        state["port"], state["loop"], state["stop"] = bound_port(runner), asyncio.get_running_loop(), asyncio.Event()
-        ready.set()
-        await state["stop"].wait()
-        await runner.cleanup()
-
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    config = parse_config(CONFIG.format(port=state["port"]))
-    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    recorder = OtelRecorder(config, tracer_provider, MeterProvider(metric_readers=[reader]), load_price_book(config))
-    gateway = Gateway(config, Sink(), gateway_id="gw-otel", max_body_bytes=1 << 20, upstream_timeout_s=30, keys=None,
-                      credentials=lambda _b: "sk-x", tracer=recorder)
-    try:
+    with fake_upstream_thread() as upstream_port:
+        config = parse_config(CONFIG.format(port=upstream_port))
+        spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+        meters = MeterProvider(metric_readers=[reader])
+        recorder = OtelRecorder(config, tracer_provider, meters, load_price_book(config))
+        gateway = Gateway(config, Sink(), gateway_id="gw-otel", max_body_bytes=1 << 20, upstream_timeout_s=30,
+                          keys=None, credentials=lambda _b: "sk-x", tracer=recorder)
         with serving(gateway) as (_, port):
             yield port, spans, reader
-    finally:
-        state["loop"].call_soon_threadsafe(state["stop"].set)
-        thread.join(10)
 
 
 def points(reader: InMemoryMetricReader, name: str) -> list[Any]:

@@ -96,8 +96,9 @@ def _page(request: web.Request, width: str, limit: int, obj: str, results: Any) 
                              "next_page": ab.cursor(offset + limit) if more else None})
 
 
-async def usage_completions(request: web.Request) -> web.Response:
-    """GET /v1/organization/usage/completions."""
+async def _usage_report(request: web.Request, kind: str, allowed: tuple[str, ...],
+                        sums: tuple[str, ...]) -> web.Response:
+    """One usage endpoint: bucket_width, group_by and paging as documented; ``kind`` names the books and object."""
     refused = _refusal(request)
     if refused is not None:
         return refused
@@ -106,41 +107,27 @@ async def usage_completions(request: web.Request) -> web.Response:
         width = q.get("bucket_width", "1d")
         if width not in USAGE_LIMITS:
             raise BadRequestError("bucket_width must be one of 1m, 1h, 1d.", "bucket_width")
-        groups, limit = _groups(q, USAGE_GROUPS), _limit(q, *USAGE_LIMITS[width])
+        groups, limit = _groups(q, allowed), _limit(q, *USAGE_LIMITS[width])
+        source = books.usage if kind == "completions" else books.embeddings
 
         def results(lo: datetime, hi: datetime) -> list[dict[str, Any]]:
-            rows = ab.group(ab.in_bucket(books.usage, lo, hi), groups,
-                            lambda rs: {f: ab.int_sum(rs, f) for f in USAGE_SUMS})
-            return [{**{g: r.get(g) if g in groups else None for g in USAGE_GROUPS}, **{f: r[f] for f in USAGE_SUMS}}
+            rows = ab.group(ab.in_bucket(source, lo, hi), groups, lambda rs: {f: ab.int_sum(rs, f) for f in sums})
+            return [{**{g: r.get(g) if g in groups else None for g in allowed}, **{f: r[f] for f in sums}}
                     for r in rows]
 
-        return _page(request, width, limit, "organization.usage.completions.result", results)
+        return _page(request, width, limit, f"organization.usage.{kind}.result", results)
     except BadRequestError as exc:
         return ab.json_response(error_object(str(exc), "invalid_request_error", exc.param), 400)
+
+
+async def usage_completions(request: web.Request) -> web.Response:
+    """GET /v1/organization/usage/completions."""
+    return await _usage_report(request, "completions", USAGE_GROUPS, USAGE_SUMS)
 
 
 async def usage_embeddings(request: web.Request) -> web.Response:
     """GET /v1/organization/usage/embeddings: input tokens and requests only."""
-    refused = _refusal(request)
-    if refused is not None:
-        return refused
-    q, books = request.query, request.app[ab.BOOKS_KEY].of("openai")
-    try:
-        width = q.get("bucket_width", "1d")
-        if width not in USAGE_LIMITS:
-            raise BadRequestError("bucket_width must be one of 1m, 1h, 1d.", "bucket_width")
-        groups, limit = _groups(q, EMBEDDING_GROUPS), _limit(q, *USAGE_LIMITS[width])
-        sums = ("input_tokens", "num_model_requests")
-
-        def results(lo: datetime, hi: datetime) -> list[dict[str, Any]]:
-            rows = ab.group(ab.in_bucket(books.embeddings, lo, hi), groups,
-                            lambda rs: {f: ab.int_sum(rs, f) for f in sums})
-            return [{**{f: r[f] for f in sums}, **{g: r.get(g) if g in groups else None for g in EMBEDDING_GROUPS}}
-                    for r in rows]
-
-        return _page(request, width, limit, "organization.usage.embeddings.result", results)
-    except BadRequestError as exc:
-        return ab.json_response(error_object(str(exc), "invalid_request_error", exc.param), 400)
+    return await _usage_report(request, "embeddings", EMBEDDING_GROUPS, ("input_tokens", "num_model_requests"))
 
 
 async def costs(request: web.Request) -> web.Response:

@@ -183,11 +183,11 @@ def raw_panel_seconds(client: Client, now: datetime, runs: int) -> dict[str, flo
     ctx = grafana_context(now, next(d for d in load_dashboards() if d["uid"] == "aimeter-spend"))
     raw = dataclasses.replace(panels.GRAFANA_WINDOW, rollups=False)
     built = {
-        "Spend: Spend over time by team": panels.spend_over_time("team", raw),
-        "Spend: Total spend": aggregate_query(["loaded_cost_usd", "cost_usd"], raw, panels.VARIABLE_FILTERS)[0],
+        "AI spend overview: Spend over time by team": panels.spend_over_time("team", raw),
+        "AI spend overview: Total spend": aggregate_query(["loaded_cost_usd", "cost_usd"], raw, panels.VARIABLE_FILTERS)[0],
         "Chargeback: Chargeback by month": chargeback_query("team", raw, panels.VARIABLE_FILTERS)[0],
-        "Spend: Top users": panels.top_by("user", "user", raw),
-        "Spend: $ per 1M tokens by model": panels.usd_per_million_by_model(raw),
+        "AI spend overview: Top users": panels.top_by("user", "user", raw),
+        "AI spend overview: $ per 1M tokens by model": panels.usd_per_million_by_model(raw),
         "Chargeback: Idle self-hosted capacity": panels.idle_capacity(raw),
     }
     return {name: median_s(client, expand(sql, ctx), runs=runs) for name, sql in built.items()}

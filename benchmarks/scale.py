@@ -184,7 +184,8 @@ def raw_panel_seconds(client: Client, now: datetime, runs: int) -> dict[str, flo
     raw = dataclasses.replace(panels.GRAFANA_WINDOW, rollups=False)
     built = {
         "AI spend overview: Spend over time by team": panels.spend_over_time("team", raw),
-        "AI spend overview: Total spend": aggregate_query(["loaded_cost_usd", "cost_usd"], raw, panels.VARIABLE_FILTERS)[0],
+        "AI spend overview: Total spend": aggregate_query(["loaded_cost_usd", "cost_usd"], raw,
+                                                          panels.VARIABLE_FILTERS)[0],
         "Chargeback: Chargeback by month": chargeback_query("team", raw, panels.VARIABLE_FILTERS)[0],
         "AI spend overview: Top users": panels.top_by("user", "user", raw),
         "AI spend overview: $ per 1M tokens by model": panels.usd_per_million_by_model(raw),

@@ -1,6 +1,6 @@
 """Synthetic traffic for ``aimeter up --demo``: several teams, proprietary and self-hosted models.
 
-It goes through the real gateway with the official openai SDK, the way an application would;
+It goes through the real gateway with the official openai and anthropic SDKs, the way an application would;
 the fake upstream is told the usage to report through a directive in the prompt.
 """
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import resource
 import shutil
 import statistics
@@ -307,15 +308,18 @@ def markdown(results: list[dict[str, Any]], ingest: dict[str, float], command: s
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         slow_name, slow = max(r["panels_rollup_s"].items(), key=lambda kv: kv[1])
-        raw_name, raw = max(r["panels_raw_s"].items(), key=lambda kv: kv[1])
+        raw_name, raw = max(r["panels_raw_s"].items(), key=lambda kv: kv[1], default=("not measured", math.nan))
+        build = f"{r['rollup_build_s']:.1f} s" if r.get("rollup_build_s") else "not timed"
+        raw_cell = "—" if math.isnan(raw) else f"{raw:.2f} s ({raw_name})"
         lines.append(f"| {r['events']:,} | {r['chargeback_raw_s']:.2f} s | {r['chargeback_rollup_s']:.2f} s | "
-                     f"{slow:.2f} s ({slow_name}) | {raw:.2f} s ({raw_name}) | {r['rollup_build_s']:.1f} s | "
+                     f"{slow:.2f} s ({slow_name}) | {raw_cell} | {build} | "
                      f"{r['bytes_per_event_raw']} | {r['bytes_per_event_rollup']} |")
     lines += ["", f"Ingestion (pricer build_batch + insert_batch, CPU per event, same run): "
               f"{ingest['without_rollups_us']} µs without the rollup migration, {ingest['with_rollups_us']} µs with "
               f"it (marks + refresh): {ingest['change_pct']:+.1f}%.", ""]
     for r in results:
         lines += [f"## {r['events']:,} events ({r['month_events']:,} in {r['month']})", "",
+                  *([r["note"], ""] if r.get("note") else []),
                   "| panel (90 days) | with rollups | raw FINAL |", "| --- | --- | --- |"]
         lines += [f"| {name} | {secs:.3f} s | {r['panels_raw_s'].get(name, float('nan')):.3f} s |"
                   for name, secs in sorted(r["panels_rollup_s"].items())]

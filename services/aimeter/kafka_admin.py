@@ -1,4 +1,8 @@
-"""Creating the usage and dead-letter topics up front, so consumers never race topic auto-creation."""
+"""Creating the project's topics up front, so consumers never race topic auto-creation.
+
+The usage and dead-letter topics are plain logs (deleted by the broker's retention); the keys and counts
+topics are compacted: each holds state, the latest record per key, and must never age out.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,28 @@ import time
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from aimeter.events import DLQ_TOPIC, USAGE_TOPIC
+from aimeter.events import COUNTS_TOPIC, DLQ_TOPIC, KEYS_TOPIC, USAGE_TOPIC
 from aimeter.kafka_log import quiet_client
 
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(bootstrap: str, partitions: int = 4, timeout: float = 30.0) -> list[str]:
+LOG_TOPICS = (USAGE_TOPIC, DLQ_TOPIC)
+COMPACTED_TOPICS = (KEYS_TOPIC, COUNTS_TOPIC)
+# Compacted state is small and read from the start by every gateway/pricer: one partition keeps it ordered.
+_COMPACTED_CONFIG = {"cleanup.policy": "compact"}
+
+
+def ensure_topics(bootstrap: str, partitions: int = 4, timeout: float = 30.0,
+                  replication_factor: int = -1) -> list[str]:
     """Create missing topics; an existing topic is left as it is (partition count is the operator's call).
-    Returns the topics this call created."""
+    ``replication_factor`` -1 takes the broker's default. Returns the topics this call created."""
     admin = AdminClient({"bootstrap.servers": bootstrap, **quiet_client(bootstrap)})
     existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [NewTopic(t, num_partitions=partitions, replication_factor=-1)
-              for t in (USAGE_TOPIC, DLQ_TOPIC) if t not in existing]
+    wanted = [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
+              for t in LOG_TOPICS if t not in existing]
+    wanted += [NewTopic(t, num_partitions=1, replication_factor=replication_factor, config=dict(_COMPACTED_CONFIG))
+               for t in COMPACTED_TOPICS if t not in existing]
     if not wanted:
         return []
     created = []

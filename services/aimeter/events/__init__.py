@@ -1,6 +1,6 @@
 """The contract: UsageEvent v1, topics and CloudEvents headers."""
 
-from aimeter.events.topics import DLQ_TOPIC, USAGE_TOPIC, cloudevent_headers
+from aimeter.events.topics import COUNTS_TOPIC, DLQ_TOPIC, KEYS_TOPIC, USAGE_TOPIC, cloudevent_headers
 from aimeter.events.usage import (
     Attribution,
     Deployment,
@@ -12,7 +12,9 @@ from aimeter.events.usage import (
 )
 
 __all__ = [
+    "COUNTS_TOPIC",
     "DLQ_TOPIC",
+    "KEYS_TOPIC",
     "USAGE_TOPIC",
     "Attribution",
     "Deployment",

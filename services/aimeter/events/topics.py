@@ -4,6 +4,9 @@ from __future__ import annotations
 
 USAGE_TOPIC = "ai.usage.v1"
 DLQ_TOPIC = "ai.usage.dlq.v1"
+# Compacted: the latest record per key is the state (a gateway key by key id; a gateway's count for an hour).
+KEYS_TOPIC = "ai.keys.v1"
+COUNTS_TOPIC = "ai.counts.v1"
 CE_TYPE = "dev.aimeter.usage.v1"
 CONTENT_TYPE = "application/json"
 

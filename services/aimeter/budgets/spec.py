@@ -1,0 +1,56 @@
+"""Budgets as the gateway config YAML writes them (``budgets:``), validated with the rest of the config."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aimeter.budgets.model import Budget, BudgetError, Enforcement, KafkaDown, Period, ScopeKind, zone
+
+
+class BudgetSpec(BaseModel):
+    """One budget: ``{name, scope, value, usd, period, timezone, enforcement, on_kafka_down}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=128)
+    scope: ScopeKind
+    value: str = Field(min_length=1, max_length=128, description="The key id, team, project or user it caps.")
+    usd: Decimal = Field(ge=0, decimal_places=12)
+    period: Period = Period.MONTH
+    timezone: str = "UTC"
+    enforcement: Enforcement = Enforcement.HARD
+    on_kafka_down: KafkaDown = KafkaDown.FAIL_OPEN
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zone(value)
+        except BudgetError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def budget(self) -> Budget:
+        return Budget(self.name, self.scope, self.value, self.usd, self.period, self.timezone, self.enforcement,
+                      self.on_kafka_down)
+
+
+class BudgetsConfig(BaseModel):
+    """The ``budgets:`` section: the caps, and the output limit a request without ``max_tokens`` reserves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    caps: list[BudgetSpec] = Field(default_factory=list)
+    output_limit: int = Field(32_768, ge=1, description="Output tokens reserved when a request sets no cap.")
+    output_limits: dict[str, int] = Field(default_factory=dict, description="Per model: its output token limit.")
+
+    @field_validator("caps")
+    @classmethod
+    def _unique_names(cls, caps: list[BudgetSpec]) -> list[BudgetSpec]:
+        names = [c.name for c in caps]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"budget names must be unique; repeated: {', '.join(twice)}")
+        return caps

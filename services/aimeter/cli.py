@@ -60,6 +60,14 @@ def cmd_pricer(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
+    from aimeter.alerts.run import run_alerts  # noqa: PLC0415
+
+    _log_to_stderr()
+    _, config = _config(settings, args.config)
+    return asyncio.run(run_alerts(settings, config, _bootstrap(settings)))
+
+
 def cmd_kafka(_args: argparse.Namespace, settings: Settings) -> int:
     import signal  # noqa: PLC0415
 
@@ -202,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--upstream-port", type=int, help="demo: the fake upstream's port "
                     f"(default AIMETER_DEMO_UPSTREAM_PORT or {DEMO_UPSTREAM_PORT})")
     up.set_defaults(func=cmd_up)
-    for name, func, text in (("gateway", cmd_gateway, "run the gateway"), ("pricer", cmd_pricer, "run the pricer")):
+    for name, func, text in (("gateway", cmd_gateway, "run the gateway"), ("pricer", cmd_pricer, "run the pricer"),
+                             ("alerts", cmd_alerts, "post soft-budget and spend-spike alerts to the webhook")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", type=Path)
         p.set_defaults(func=func)

@@ -5,6 +5,7 @@ Every bad setting is reported at once, so an operator fixes a deployment in one 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -92,6 +93,23 @@ class Settings(BaseSettings):
         None, description="Tests only: while this file exists, the pricer's ClickHouse inserts fail.")
     pricer_batch_max: int = Field(
         20_000, ge=1, description="Most events per poll and insert; bigger batches: fewer, cheaper parts.")
+    # `aimeter alerts` (and `aimeter up` starts it when the URL is set): soft-budget thresholds and spend spikes.
+    alerts_webhook_url: str | None = Field(
+        None, pattern=r"^https?://", description="Slack-compatible webhook the alerts post to; unset: no alerts.")
+    alerts_thresholds_pct: str = Field(
+        "50,80,100", pattern=r"^\s*\d{1,4}(\s*,\s*\d{1,4})*\s*$",
+        description="A soft budget's thresholds, % of its amount, comma-separated; each fires once per period.")
+    alerts_spike_factor: Decimal = Field(
+        Decimal(3), gt=0, description="Spike: an hour's spend above this many times the trailing mean.")
+    alerts_spike_floor_usd: Decimal = Field(
+        Decimal(10), ge=0, description="Spike: an hour below this many USD never counts as a spike.")
+    alerts_spike_trailing_hours: int = Field(24, ge=1, le=24 * 14, description="Spike: hours the mean is taken over.")
+    alerts_spike_grace_s: float = Field(
+        300.0, ge=0, description="Spike: an hour is judged this long after it ended, once late events are in.")
+    alerts_recount_s: float = Field(
+        3600.0, ge=60, description="At start, ledger rows this recent are counted one by one (so their Kafka "
+                                   "copies are not counted twice); older ones as totals.")
+    alerts_group: str = Field("aimeter-alerts", description="The alerts consumer's Kafka consumer group.")
 
     @field_validator("clickhouse_url")
     @classmethod

@@ -7,6 +7,9 @@ import logging
 import signal
 from datetime import UTC, datetime, timedelta
 
+from clickhouse_connect.driver.client import Client
+from faststream.confluent import KafkaBroker
+
 from aimeter.alerts.app import Alerter, fired_log, make_broker, run_alerter
 from aimeter.alerts.budget_table import sync_budget_windows
 from aimeter.alerts.fired import ensure_alerts_topic, read_fired
@@ -38,6 +41,24 @@ def config_budgets(config: GatewayConfig) -> list[Budget]:
     return [cap.budget() for cap in section.caps] if section is not None else []
 
 
+async def prepare(settings: Settings, budgets: list[Budget], book: PriceBook, client: Client, *, bootstrap: str,
+                  now: datetime) -> tuple[KafkaBroker, Alerter, Webhook, int]:
+    """The started state: fired log read, ledger loaded; returns the broker (not started), the alerter, its
+    webhook and how many alerts had already fired."""
+    assert settings.alerts_webhook_url is not None
+    await asyncio.to_thread(ensure_alerts_topic, bootstrap)
+    fired = await asyncio.to_thread(read_fired, bootstrap)
+    since = now - timedelta(seconds=settings.alerts_recount_s)
+    state = AlertState(budgets, rules_from(settings), since=since, now=now)
+    state.load_fired(fired)
+    webhook = Webhook(settings.alerts_webhook_url)
+    alerter = Alerter(state, book, webhook.post, lambda: datetime.now(UTC))
+    alerter.decided(await asyncio.to_thread(load_ledger, client, state, now))
+    broker = make_broker(bootstrap, alerter, settings.alerts_group, since)
+    alerter.keep = fired_log(broker)
+    return broker, alerter, webhook, len(fired)
+
+
 async def run_alerts(settings: Settings, config: GatewayConfig, bootstrap: str) -> int:
     """Until SIGTERM/SIGINT. Returns 2 when no webhook is configured (nothing to post to)."""
     if not settings.alerts_webhook_url:
@@ -53,20 +74,11 @@ async def run_alerts(settings: Settings, config: GatewayConfig, bootstrap: str) 
     # The pricer's own book: config, overrides and the stored GPU cost history, so a budget counts what it counts.
     base = load_price_book(config)
     book = PriceBook(history_config(config, await asyncio.to_thread(read_history, client)), base.overrides)
-    await asyncio.to_thread(ensure_alerts_topic, bootstrap)
-    fired = await asyncio.to_thread(read_fired, bootstrap)
-    since = now - timedelta(seconds=settings.alerts_recount_s)
-    state = AlertState(budgets, rules, since=since, now=now)
-    state.load_fired(fired)
-    webhook = Webhook(settings.alerts_webhook_url)
-    alerter = Alerter(state, book, webhook.post, lambda: datetime.now(UTC))
-    alerter.decided(await asyncio.to_thread(load_ledger, client, state, now))
-    broker = make_broker(bootstrap, alerter, settings.alerts_group, since)
-    alerter.keep = fired_log(broker)
+    broker, alerter, webhook, fired = await prepare(settings, budgets, book, client, bootstrap=bootstrap, now=now)
     soft = sum(1 for b in budgets if not b.hard)
     print(f"alerts: {soft} soft budgets (of {len(budgets)}), thresholds {settings.alerts_thresholds_pct}%, spike "
           f"{rules.spike_factor}x the trailing {rules.spike_trailing_hours} h mean and >= ${rules.spike_floor_usd}/h; "
-          f"{len(fired)} alerts already fired; following {bootstrap}", flush=True)
+          f"{fired} alerts already fired; following {bootstrap}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

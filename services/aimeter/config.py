@@ -30,6 +30,7 @@ from pydantic import (
 from aimeter.config_errors import describe, route_problems
 from aimeter.events import Deployment
 from aimeter.gateway.providers import BACKEND_KINDS
+from aimeter.gateway.ratelimit_gate import RateLimits
 
 
 class ConfigError(ValueError):
@@ -189,6 +190,7 @@ class GatewayConfig(BaseModel):
     price_overrides: Path | None = Field(
         None, description="Price overrides YAML (relative to this file); default schemas/price_overrides.yaml."
     )
+    rate_limits: RateLimits | None = Field(None, description="Requests and tokens per minute per team and key.")
 
     @model_validator(mode="after")
     def _routes_resolve(self) -> GatewayConfig:

@@ -35,6 +35,7 @@ from aimeter.gateway.providers import (
 from aimeter.gateway.providers.base import Match, ModelList
 from aimeter.gateway.providers.openai import openai_error
 from aimeter.gateway.proxy import Call, Forwarder, Outcome, Receive, Send, now, prepare_body, send_json
+from aimeter.gateway.ratelimit_gate import RateGate
 from aimeter.gateway.streams import settle, usage_flags, usage_problem
 from aimeter.gateway.usage import Extracted
 from aimeter.metrics_auth import MetricsDenied, check_scrape
@@ -63,9 +64,11 @@ class ClientGoneError(Exception):
 class Rejected(Exception):  # noqa: N818 - a control-flow signal, not an error of ours
     """The request is answered with an error in its API's shape; no upstream call, no event."""
 
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param = status, message, param
+        self.headers = headers  # sent with the error (a rate limit's retry-after and x-ratelimit-*)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class Gateway:
         self.meter = GatewayMeter()
         self._registry = registry_for(self.meter, sink.metrics)
         self.tracer = tracer  # OpenTelemetry (otel.py): None unless AIMETER_OTEL_ENDPOINT is set
+        self.rate_gate = RateGate(config.rate_limits)  # requests and tokens per minute (ratelimit_gate.py)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -187,7 +191,7 @@ class Gateway:
             await self._proxy(match, scope, receive, send)
         except Rejected as exc:
             self.meter.reject(match.spec.api, exc.status)
-            retry = [(b"retry-after", b"1")] if exc.status == 429 else None
+            retry = exc.headers or ([(b"retry-after", b"1")] if exc.status == 429 else None)
             await send_json(send, exc.status, match.spec.error(exc.status, exc.message, exc.param), retry)
         except ClientGoneError as exc:  # an everyday event, not a fault: one line, no traceback
             log.info("%s %s: %s; nothing was sent upstream", method, path, exc)
@@ -316,6 +320,9 @@ class Gateway:
         upstream = self._upstreams[name]
         call = Call(spec, upstream.url(match, route.upstream_model or request.model, query), body,
                     upstream.headers(headers), stream, injected, event_id)
+        grant = self.rate_gate.admit(key, request.attribution.team, request.json, spec.api)  # None: no limit
+        if grant is not None and grant.refusal:
+            raise Rejected(429, grant.refusal, headers=grant.headers)
         last: list[dict[str, Any]] = []
 
         async def send_all_but_last(message: dict[str, Any]) -> None:
@@ -324,6 +331,8 @@ class Gateway:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 last.append(message)
             else:
+                if grant is not None and message["type"] == "http.response.start":
+                    grant.stamp(message)  # the key's x-ratelimit-* (or anthropic-ratelimit-*) headers
                 await send(message)
 
         # From here the request reaches the upstream, so its event is emitted whatever happens next.
@@ -340,6 +349,7 @@ class Gateway:
         finally:
             outcome.forward_ended = time.perf_counter()
             self._record(request, name, backend, outcome, event_id=event_id, started=started, api=spec.api)
+            self.rate_gate.settle(grant, outcome.extracted.usage)  # the reservation becomes the event's tokens
         for message in last:
             await send(message)
 

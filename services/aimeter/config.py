@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from aimeter.budgets.spec import BudgetsConfig
 from aimeter.config_errors import describe, route_problems
 from aimeter.events import Deployment
 from aimeter.gateway.providers import BACKEND_KINDS
@@ -191,6 +192,7 @@ class GatewayConfig(BaseModel):
         None, description="Price overrides YAML (relative to this file); default schemas/price_overrides.yaml."
     )
     rate_limits: RateLimits | None = Field(None, description="Requests and tokens per minute per team and key.")
+    budgets: BudgetsConfig | None = Field(None, description="USD budgets per key, team, project or user.")
 
     @model_validator(mode="after")
     def _routes_resolve(self) -> GatewayConfig:

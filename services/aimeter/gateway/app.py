@@ -18,8 +18,10 @@ from typing import Any, Protocol
 
 import orjson
 
+from aimeter.budgets.gate import BudgetGate
+from aimeter.budgets.ledger import Refusal
 from aimeter.config import Backend, GatewayConfig, ModelRoute, resolve_credential
-from aimeter.events import Attribution, Status, UsageSource
+from aimeter.events import Attribution, Status, TokenUsage, UsageSource
 from aimeter.events.ids import new_event_id
 from aimeter.gateway.attribution import AttributionError, attribution_for
 from aimeter.gateway.event_json import encode_usage_event
@@ -116,7 +118,7 @@ class Gateway:
                  upstream_timeout_s: float, keys: KeyFile | None,
                  credentials: Callable[[Backend], str | None] = resolve_credential,
                  upstream_max_body_bytes: int = MAX_BODY, max_concurrent_per_key: int = 0,
-                 metrics_token: str | None = None, tracer: Any = None) -> None:
+                 metrics_token: str | None = None, tracer: Any = None, budgets: BudgetGate | None = None) -> None:
         self.config = config
         self.sink = sink
         self.gateway_id = gateway_id
@@ -134,6 +136,7 @@ class Gateway:
         self.meter = GatewayMeter()
         self._registry = registry_for(self.meter, sink.metrics)
         self.tracer = tracer  # OpenTelemetry (otel.py): None unless AIMETER_OTEL_ENDPOINT is set
+        self.budgets = budgets  # USD budgets (aimeter.budgets): None when the config declares none
         self.rate_gate = RateGate(config.rate_limits)  # requests and tokens per minute (ratelimit_gate.py)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -175,6 +178,9 @@ class Gateway:
         if path == "/metrics" and method == "GET":
             await self._metrics(scope, send)
             return
+        if path == "/budgets" and method == "GET":  # this replica's budget ledger, behind the metrics token
+            await self._metrics(scope, send, budgets=True)
+            return
         if method == "GET":
             headers = _headers(scope)
             listing = model_list_for(path, headers)
@@ -196,14 +202,17 @@ class Gateway:
         except ClientGoneError as exc:  # an everyday event, not a fault: one line, no traceback
             log.info("%s %s: %s; nothing was sent upstream", method, path, exc)
 
-    async def _metrics(self, scope: dict[str, Any], send: Send) -> None:
-        if self.metrics_token is None:
+    async def _metrics(self, scope: dict[str, Any], send: Send, *, budgets: bool = False) -> None:
+        if self.metrics_token is None or (budgets and self.budgets is None):
             await send_json(send, 404, openai_error(404, "metrics are not served by this gateway"))
             return
         try:
             check_scrape(_headers(scope), self.metrics_token)
         except MetricsDenied as exc:
             await send_json(send, exc.status, openai_error(exc.status, str(exc)))
+            return
+        if budgets and self.budgets is not None:
+            await send_json(send, 200, orjson.dumps(self.budgets.status(time.time())))
             return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
@@ -323,6 +332,14 @@ class Gateway:
         grant = self.rate_gate.admit(key, request.attribution.team, request.json, spec.api)  # None: no limit
         if grant is not None and grant.refusal:
             raise Rejected(429, grant.refusal, headers=grant.headers)
+        if self.budgets is not None:  # reserve the worst case in every budget that applies (aimeter.budgets)
+            try:
+                self.budgets.reserve(event_id, request.attribution, backend_name=name, backend=backend,
+                                     model=request.model, api=spec.api, body=request.json,
+                                     body_bytes=len(request.body), now=started.timestamp())
+            except Refusal as exc:
+                self.rate_gate.settle(grant, TokenUsage())  # refused before any upstream call: nothing used
+                raise Rejected(429, str(exc), headers=[(b"retry-after", str(exc.retry_after).encode())]) from None
         last: list[dict[str, Any]] = []
 
         async def send_all_but_last(message: dict[str, Any]) -> None:
@@ -364,6 +381,8 @@ class Gateway:
                 outcome.extracted = _estimate_from_size(outcome.extracted, len(request.body))
         self._emit(request, name, backend, outcome, event_id=event_id, started=started, stream=outcome.streamed,
                    api=api)
+        if self.budgets is not None:  # no event could be built: the reservation is committed, never leaked
+            self.budgets.release(event_id)
 
     def _emit(self, request: Request, name: str, backend: Backend, outcome: Outcome, *, event_id: str,
               started: datetime, stream: bool, api: str) -> None:
@@ -381,6 +400,8 @@ class Gateway:
                 upstream_error_type=extracted.error_type, usage_flags=usage_flags(extracted),
                 **upstream_account(backend, request.json),
             )
+            if self.budgets is not None:  # the reservation becomes the event's cost, priced as the pricer does
+                self.budgets.settle(event_id, payload)
             self.sink.publish_encoded(payload, event_id, started, ended)
         except Exception:
             log.exception("could not build or publish the usage event for model %s", request.model)

@@ -12,6 +12,7 @@ import sys
 
 import uvloop
 
+from aimeter.budgets.setup import gate_for
 from aimeter.config import GatewayConfig
 from aimeter.gateway.app import Gateway
 from aimeter.gateway.keys import KeyFile
@@ -66,7 +67,9 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
                   upstream_timeout_s=settings.upstream_timeout_s, keys=keys,
                   upstream_max_body_bytes=settings.upstream_max_body_bytes,
                   max_concurrent_per_key=settings.max_concurrent_per_key,
-                  metrics_token=ensure_token(settings.resolved_metrics_token_file), tracer=_tracer(settings, config))
+                  metrics_token=ensure_token(settings.resolved_metrics_token_file), tracer=_tracer(settings, config),
+                  budgets=gate_for(config, bootstrap, clickhouse_url=settings.resolved_clickhouse_url,
+                                   query_port=settings.query_port))
     auth = f"keys from {settings.resolved_keys_file}" if keys else "NONE (auth=none: team from X-Aimeter-Team)"
     print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}; auth: {auth}", flush=True)
     # The server restores this handler once it stops; with the default SIGTERM action a second signal would kill

@@ -1,0 +1,115 @@
+"""The gateway's budget hook: reserve before forwarding, settle when the usage event is emitted.
+
+Runs on the gateway's event loop, so the ledger is only ever touched from that one thread (the topic follower
+hands its events over with ``call_soon_threadsafe``). A Refusal raised here becomes a 429 in the API's own
+error shape, with ``retry-after`` until the budget resets.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aimeter.budgets.ledger import Ledger, Reservation, Scopes, to_usd
+from aimeter.budgets.pricing import Costs, Route, Tags, worst_usage
+from aimeter.budgets.spec import BudgetsConfig
+from aimeter.budgets.sync import TopicFollower
+from aimeter.config import Backend
+from aimeter.events import Attribution
+
+_NO_TAGS = Tags({})
+
+
+class BudgetGate:
+    """Reservations of this replica's requests in flight, by event id."""
+
+    def __init__(self, ledger: Ledger, costs: Costs, config: BudgetsConfig, follower: TopicFollower | None = None,
+                 ) -> None:
+        self.ledger, self.costs, self.config, self.follower = ledger, costs, config, follower
+        self.max_delay_s = 0.0  # the largest "ended on a replica -> counted here" so far
+        self.pending: dict[str, tuple[Reservation, float]] = {}
+        self._minute = (-1, "")
+        self.largest = 0  # the largest reservation so far (units): c_max in the overshoot bound
+
+    def _started_text(self, at: float) -> str:
+        minute = int(at // 60)
+        if self._minute[0] != minute:
+            self._minute = (minute, datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%M:00.000000Z"))
+        return self._minute[1]
+
+    def reserve(self, event_id: str, attribution: Attribution, *, backend_name: str, backend: Backend, model: str,
+                api: str, body: dict[str, Any], body_bytes: int, now: float) -> None:
+        """Reserve the request's worst case in every budget that applies; raises ``Refusal`` when one is full."""
+        if self.follower is not None:
+            self.drain(self.follower)
+        scopes = Scopes(attribution.api_key_id, attribution.team, attribution.project, attribution.user)
+        if not self.ledger.applicable(scopes):
+            return
+        limit = self.config.output_limits.get(model, self.config.output_limit)
+        usage = worst_usage(body, body_bytes, limit, embeddings="embed" in api)
+        tags = Tags(attribution.tags) if attribution.tags else _NO_TAGS
+        route = Route(backend.deployment.value, backend_name, backend.provider, model, "", api, tags,
+                      self._started_text(now))
+        worst = self.costs.worst_case(route, usage) or 0  # unpriced model: nothing to reserve (README)
+        reservation = self.ledger.reserve(scopes, worst, now)
+        if reservation is not None:
+            self.largest = max(self.largest, worst)
+            self.pending[event_id] = (reservation, now)
+
+    def settle(self, event_id: str, payload: bytes) -> None:
+        """The event is emitted: commit its real cost, priced as the pricer prices it."""
+        held = self.pending.pop(event_id, None)
+        if held is None:
+            return
+        reservation, started = held
+        try:
+            _, cost = self.costs.of_event(payload)
+        except Exception:  # noqa: BLE001 - an event we cannot price here still counts: its worst case
+            cost = None
+        self.ledger.settle(reservation, cost, event_id, started)
+
+    def release(self, event_id: str) -> None:
+        """The event could not be built: commit the reservation (its worst case), never leak it."""
+        held = self.pending.pop(event_id, None)
+        if held is not None:
+            self.ledger.settle(held[0], None, event_id, held[1])
+
+    def drain(self, follower: TopicFollower) -> None:
+        """Apply what the topic follower has priced since the last check (on the loop: one writer)."""
+        self.ledger.kafka_ok = follower.ok
+        inbox = follower.inbox
+        if not inbox:
+            return
+        while inbox:
+            kind, items = inbox.popleft()
+            if kind == "load":
+                for name, start, committed in items:
+                    self.ledger.load(name, start, committed)
+                continue
+            # Arrival in the inbox, not this drain, ends an event's propagation: no check runs in between.
+            arrived, events = items
+            for event_id, scopes, cost, started, ended in events:
+                if self.ledger.apply(event_id, scopes, cost, started):
+                    self.max_delay_s = max(self.max_delay_s, arrived - ended)
+
+    def status(self, now: float) -> dict[str, Any]:
+        """This replica's view of every budget (``GET /budgets``, ``aimeter budgets show``): amounts in USD text.
+
+        ``max_delay_s`` (the bound's d) and ``largest_reservation_usd`` (its c_max) are what this replica saw."""
+        if self.follower is not None:
+            self.drain(self.follower)
+        budgets = []
+        for account in self.ledger.accounts():
+            if now >= account.reset or now < account.start:
+                account.roll(now)
+            b = account.budget
+            budgets.append({
+                "name": b.name, "scope": b.scope.value, "value": b.scope_value, "amount_usd": str(b.amount_usd),
+                "period": b.period.value, "timezone": b.timezone, "enforcement": b.enforcement.value,
+                "on_kafka_down": b.on_kafka_down.value,
+                "period_start": datetime.fromtimestamp(account.start, UTC).isoformat(),
+                "resets_at": datetime.fromtimestamp(account.reset, UTC).isoformat(),
+                "spent_usd": str(to_usd(account.committed)), "reserved_usd": str(to_usd(account.reserved)),
+                "remaining_usd": str(to_usd(account.remaining)), "in_flight": account.in_flight})
+        return {"budgets": budgets, "ledger_current": self.ledger.kafka_ok, "max_delay_s": self.max_delay_s,
+                "largest_reservation_usd": str(to_usd(self.largest))}

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from aimeter.alerts.budget_table import sync_budget_windows
+from aimeter.budgets.model import Budget, Enforcement, Period, ScopeKind
 from aimeter.grafana.build import load_dashboards
 from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
 from tests.integration.dashboards_seed import EXPECTED_BY_TEAM, SINCE, UNTIL, seed
@@ -30,6 +32,7 @@ H9, H10 = datetime(2026, 2, 3, 9), datetime(2026, 2, 3, 10)  # noqa: DTZ001 - Cl
 def store(metering_store):
     seed(metering_store)
     seed_books(metering_store)
+    sync_budget_windows(metering_store, BUDGETS, SINCE)  # as the pricer writes them from the config
     return metering_store
 
 
@@ -58,6 +61,10 @@ def feb(day: int) -> datetime:
 
 
 SPEND = "aimeter-spend"
+MARCH_1 = UNTIL.replace(tzinfo=None)  # as ClickHouse returns it
+BUDGETS = [Budget("alpha-monthly", ScopeKind.TEAM, "alpha", D(10), Period.MONTH, "UTC", Enforcement.SOFT),
+           Budget("k-b1-cap", ScopeKind.KEY, "k-b1", D(1), Period.MONTH),
+           Budget("proj-c-daily", ScopeKind.PROJECT, "proj-c", D(1), Period.DAY, "Europe/Paris", Enforcement.SOFT)]
 EXPECTED: dict[tuple[str, str], list[tuple]] = {
     (SPEND, "Total spend"): [(D("13.075"), D("8.575"))],
     (SPEND, "Proprietary vs self-hosted"): [("proprietary", D("5.875")), ("self_hosted", D("7.20"))],
@@ -86,6 +93,14 @@ EXPECTED: dict[tuple[str, str], list[tuple]] = {
         (SINCE.date().replace(day=3), "anthropic", D("0.10"), D("0.10"), D(0), 0),
         (SINCE.date().replace(day=3), "openai", D("4.375"), D("4.50"), D("0.125"), 1),
         (SINCE.date().replace(day=15), "openai", D("0.75"), D("0.75"), D(0), 0)],
+    # The budgets' windows containing the range's end (Feb 28 23:59:59.999 UTC): k-b1's month (1.65 of $1), proj-c's
+    # Paris day from Feb 28 23:00 UTC (E6 at 23:59:59.5), alpha's month: E1 4.375 + E3 1.80 + E6 0.75 (E9 unpriced).
+    (SPEND, "Budget use per scope"): [
+        ("k-b1-cap", "key", "k-b1", "hard", "month", D(1), D("1.65"), 165.0, D("-0.65"), 2, MARCH_1),
+        ("proj-c-daily", "project", "proj-c", "soft", "day", D(1), D("0.75"), 75.0, D("0.25"), 0,
+         MARCH_1 + timedelta(hours=23)),  # Feb 28 23:59:59.999 UTC is already March 1st in Paris
+        ("alpha-monthly", "team", "alpha", "soft", "month", D(10), D("6.925"), 69.2, D("3.075"), 1,
+         MARCH_1)],
     ("aimeter-chargeback", "Total for the period"): [(10, D("8.575"), D("13.075"), D("7.20"), D("4.05"), 3)],
     ("aimeter-chargeback", "Chargeback by month"): [
         ("whole month", date(2026, 2, 1), team, team, *EXPECTED_BY_TEAM[team].values())

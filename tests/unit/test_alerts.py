@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -274,3 +275,22 @@ async def test_the_spike_rule_fires_once_per_team_hour(receiver: Receiver):
         await settle(alerter)
     assert receiver.keys == ["spike/research/2026-11-15T11:00:00+00:00"]
     assert Decimal(receiver.payloads[0]["spent_usd"]) > 10
+
+
+# -- the budget-use panel's table rows, pure
+def test_budget_window_rows_follow_the_budget_calendar_across_dst():
+    from aimeter.alerts.budget_table import window_rows  # noqa: PLC0415
+
+    daily = Budget("paris", ScopeKind.TEAM, "search", Decimal(5), Period.DAY, "Europe/Paris", Enforcement.SOFT)
+    monthly = Budget("m", ScopeKind.USER, "bob", Decimal(50), Period.MONTH)
+    at = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    rows = window_rows([daily, monthly], at)
+    days = [r for r in rows if r[0] == "paris"]
+    months = [r for r in rows if r[0] == "m"]
+    assert len(days) == 401  # the current day and every one starting within the next 400 days
+    assert len(months) == 14  # March 2026 .. April 2027: every window starting before now + 400 days
+    assert {r[7].hour for r in days} == {23, 22}  # Paris midnight: 23:00 UTC in winter, 22:00 in summer
+    spans = {r[8] - r[7] for r in days}
+    assert spans == {timedelta(hours=24), timedelta(hours=23), timedelta(hours=25)}  # the two DST days
+    assert all(a[8] == b[7] for a, b in itertools.pairwise(days))  # contiguous, no gap or overlap
+    assert {r[9] for r in rows} == {at}

@@ -8,16 +8,23 @@ history it also syncs from the config; ``aimeter alerts`` calls it too when its 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from aimeter.budgets.model import Budget, budget_window
+from aimeter.config import GatewayConfig
 
 AHEAD = timedelta(days=400)  # windows written ahead of each sync, so the panel stays right between restarts
 COLUMNS = ["name", "scope", "scope_value", "enforcement", "period", "timezone", "amount_usd", "window_start",
            "window_reset", "synced_at"]
+
+
+def config_budgets(config: GatewayConfig) -> list[Budget]:
+    """The config's ``budgets.caps`` as budgets (none when the config has no ``budgets:`` section)."""
+    section = getattr(config, "budgets", None)
+    return [cap.budget() for cap in section.caps] if section is not None else []
 
 
 def window_rows(budgets: Sequence[Budget], now: datetime, ahead: timedelta = AHEAD) -> list[list[Any]]:
@@ -32,10 +39,10 @@ def window_rows(budgets: Sequence[Budget], now: datetime, ahead: timedelta = AHE
     return rows
 
 
-def sync_budget_windows(client: Client, budgets: Sequence[Budget], now: datetime) -> int:
-    """Write the budgets' windows as one sync (``synced_at = now``); an empty config writes one marker-free sync
-    of nothing, and the panel then shows no budget. Returns the rows written."""
-    rows = window_rows(budgets, now)
+def sync_budget_windows(client: Client, budgets: Sequence[Budget], now: datetime | None = None) -> int:
+    """Write the budgets' windows as one sync (``synced_at = now``, default the clock); with no budget the table
+    is emptied, so the panel shows none. Returns the rows written."""
+    rows = window_rows(budgets, now or datetime.now(UTC))
     if rows:
         client.insert("budget_windows", rows, column_names=COLUMNS)
     else:  # no budget: the newest sync must still hide the old ones (they were removed from the config)

@@ -11,7 +11,7 @@ from clickhouse_connect.driver.client import Client
 from faststream.confluent import KafkaBroker
 
 from aimeter.alerts.app import Alerter, fired_log, make_broker, run_alerter
-from aimeter.alerts.budget_table import sync_budget_windows
+from aimeter.alerts.budget_table import config_budgets, sync_budget_windows
 from aimeter.alerts.fired import ensure_alerts_topic, read_fired
 from aimeter.alerts.ledger import load_ledger
 from aimeter.alerts.rules import Rules
@@ -33,12 +33,6 @@ def rules_from(settings: Settings) -> Rules:
     return Rules(tuple(int(p) for p in settings.alerts_thresholds_pct.split(",")), settings.alerts_spike_factor,
                  settings.alerts_spike_floor_usd, settings.alerts_spike_trailing_hours,
                  timedelta(seconds=settings.alerts_spike_grace_s))
-
-
-def config_budgets(config: GatewayConfig) -> list[Budget]:
-    """The config's ``budgets.caps`` as budgets (none when the config has no ``budgets:`` section)."""
-    section = getattr(config, "budgets", None)
-    return [cap.budget() for cap in section.caps] if section is not None else []
 
 
 async def prepare(settings: Settings, budgets: list[Budget], book: PriceBook, client: Client, *, bootstrap: str,

@@ -20,8 +20,10 @@ from aimeter.grafana.model import (
     stat_options,
 )
 from aimeter.grafana.prometheus import gateway_health
-from aimeter.reports import panels, panels_books, panels_ops
+from aimeter.reports import budget_use, panels, panels_books, panels_ops
 
+USED_PCT = {"matcher": {"id": "byName", "options": "used_pct"},
+            "properties": [{"id": "unit", "value": "percent"}, {"id": "decimals", "value": 1}]}
 RED_WHEN_ANY = {"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}]}
 
 
@@ -71,6 +73,12 @@ def spend_overview() -> Dashboard:
               "What the gateway metered against what the provider's own cost report billed, per day, from the "
               "last `aimeter reconcile --provider` run; rows beyond tolerance say where the drift is.",
               width=24, fields=counts, overrides=dollars),
+        Panel("table", "Budget use per scope", budget_use.budget_use_panel(panels.VARIABLE_FILTERS),
+              "Each configured budget (key, team, project or user) against its priced spend in the budget's period "
+              "that contains the end of the range (its current period when the range ends now), in its own "
+              "timezone. Unpriced requests add nothing to a budget and are counted beside it. Soft budgets alert "
+              "at their thresholds (`aimeter alerts`); hard ones refuse at the gateway.",
+              width=24, fields=counts, overrides=(*dollars, USED_PCT)),
     ]
     return Dashboard("aimeter-spend", "AI spend overview",
                      "What the teams spend on AI: paid APIs and self-hosted models, marginal and fully loaded.",

@@ -83,6 +83,11 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     if applied:
         log.info("applied ClickHouse migrations: %s", ", ".join(applied))
     book = gpu_history_book(client, config, book)
+    # The budget-use panel reads the configured budgets' windows from ClickHouse; in embedded mode only this
+    # process may write there, so it syncs them from the config, as it does the GPU cost history.
+    from aimeter.alerts.budget_table import config_budgets, sync_budget_windows  # noqa: PLC0415
+
+    sync_budget_windows(client, config_budgets(config))
     ensure_topics_in_background(bootstrap, "pricer")  # Kafka may come later: the pricer waits, serving queries
     print(f"pricer: prices from {book.version}", flush=True)
     dead_letters = DeadLetters(bootstrap)

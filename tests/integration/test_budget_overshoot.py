@@ -21,9 +21,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openai
 import orjson
 import pytest
 
@@ -225,8 +227,8 @@ async def drive(urls: list[str], total: int, per_replica: int, seed: int, team: 
         return await asyncio.gather(*(run(n) for n in range(total)))
 
 
-REFUSAL = re.compile(r"spent \$([0-9]+\.[0-9]+) and \$([0-9]+\.[0-9]+) reserved by requests in flight; this request may cost up "
-                     r"to \$([0-9]+\.[0-9]+)")
+USD = r"\$([0-9]+\.[0-9]+)"
+REFUSAL = re.compile(rf"spent {USD} and {USD} reserved by requests in flight; this request may cost up to {USD}")
 
 
 def most_unseen(sent: list[Sent], replica: int, delay: float) -> int:
@@ -273,3 +275,90 @@ def test_overshoot_stays_within_the_bound(replicas: Replicas) -> None:
         in_flight = sum(1 for o in answered if o.replica == s.replica and o.start <= s.end
                         and o.end + (CANCEL_NOTICE_S if o.kind == "cancel" else 0) >= s.start)
         assert reserved <= in_flight * largest + Decimal("0.000001"), (s.error, in_flight)
+
+
+def ask(url: str, team: str, max_tokens: int = 1000, completion: int = 1000) -> tuple[int, str]:
+    """One chat completion through the official openai SDK: (200, "") or (status, the error's message)."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
+                           default_headers={"x-aimeter-team": team})
+    try:
+        client.chat.completions.create(model="gpt-4o", max_tokens=max_tokens, messages=[
+            {"role": "user", "content": f"fake: completion={completion} {FILLER}"}])
+    except openai.APIStatusError as exc:
+        return exc.status_code, str(exc)
+    return 200, ""
+
+
+def test_refusal_is_the_apis_own_429_with_reset_and_retry_after(replicas: Replicas) -> None:
+    url = replicas.urls()[0]
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
+                           default_headers={"x-aimeter-team": "sdk"})
+    with pytest.raises(openai.RateLimitError) as refused:  # $0.001 cannot fit 1000 output tokens of gpt-4o
+        client.chat.completions.create(model="gpt-4o", max_tokens=1000, messages=[{"role": "user", "content": "hi"}])
+    error = refused.value
+    assert "sdk-probe" in error.message
+    assert "resets at" in error.message
+    assert int(error.response.headers["retry-after"]) >= 1
+    assert budget_of(url, token_of(replicas), "sdk-probe")["spent_usd"] in ("0", "0E-12")
+    small = client.chat.completions.create(model="gpt-4o", max_tokens=20, messages=[
+        {"role": "user", "content": "fake: completion=20"}])
+    assert small.usage is not None  # a request whose worst case fits is served
+
+
+def restart_config(replicas: Replicas, lag: float) -> Path:
+    path = replicas.stack.settings.data_dir / f"config-lag{int(lag)}.yaml"
+    text = CONFIG.format(port=replicas.stack.fake_upstream_port, lag=lag, overshoot=OVERSHOOT_USD)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("lag", [0, 600], ids=["spend-from-clickhouse", "spend-from-topic"])
+def test_restart_mid_period_reloads_committed_spend(replicas: Replicas, lag: float) -> None:
+    """A replica restarted mid-period knows what was spent before: from the ledger (events started before its
+    cutoff, lag 0) or from the usage topic (after it, lag 600 s). Without the reload it would start at $0."""
+    token, team = token_of(replicas), f"restart-{int(lag)}"
+    config = restart_config(replicas, lag)
+    text = config.read_text(encoding="utf-8").replace("value: restart,", f"value: {team},")
+    config.write_text(text, encoding="utf-8")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"AIMETER_CONFIG": str(config)}
+    first = replicas.spawn(10 + int(lag), port, env)
+    wait_current(url, token)
+    answered = 0
+    while (result := ask(url, team))[0] == 200:  # each ~$0.01 of a $0.05 budget
+        answered += 1
+        assert answered < 20, "the budget never refused"
+    assert result[0] == 429
+    assert "restart-probe" in result[1]
+    spend, _ = ledger_spend(replicas, team, answered)  # the pricer has priced every one of them
+    replicas.stop(first)
+    second = replicas.spawn(10 + int(lag), port, env)
+    wait_current(url, token)
+    view = budget_of(url, token, "restart-probe")
+    print(f"\nrestart (lag {lag} s): {answered} requests, ledger ${spend:.6f}, reloaded ${view['spent_usd']}")
+    assert Decimal(view["spent_usd"]) == spend
+    assert ask(url, team)[0] == 429
+    replicas.stop(second)
+
+
+def test_kafka_down_fails_open_or_closed_per_budget(replicas: Replicas) -> None:
+    """A replica that cannot reach Kafka cannot see other replicas' spend: a fail_closed budget refuses, a
+    fail_open one serves (its events are journaled and spooled until Kafka is back, as always)."""
+    token, port = token_of(replicas), free_port()
+    url = f"http://127.0.0.1:{port}"
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    proc = replicas.spawn(20, port, {"AIMETER_KAFKA_BOOTSTRAP": dead})
+    deadline = time.monotonic() + 30
+    while not status(url, token)["budgets"][0]["period_start"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # the follower has tried the broker at least once
+    assert status(url, token)["ledger_current"] is False
+    closed = ask(url, "closed", max_tokens=10, completion=10)
+    assert closed[0] == 429
+    assert "unreachable" in closed[1]
+    assert "closed-probe" in closed[1]
+    assert ask(url, "open", max_tokens=10, completion=10)[0] == 200
+    replicas.stop(proc)
+    healthy = replicas.urls()[0]  # a replica that reaches Kafka serves the fail_closed budget
+    assert ask(healthy, "closed", max_tokens=10, completion=10)[0] == 200

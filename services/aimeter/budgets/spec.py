@@ -45,6 +45,8 @@ class BudgetsConfig(BaseModel):
     caps: list[BudgetSpec] = Field(default_factory=list)
     output_limit: int = Field(32_768, ge=1, description="Output tokens reserved when a request sets no cap.")
     output_limits: dict[str, int] = Field(default_factory=dict, description="Per model: its output token limit.")
+    start_wait_s: float = Field(15.0, ge=0, description="At start, how long the gateway waits for the ledger to be "
+                                "current (spend loaded, topic caught up) before it serves anyway.")
     pricer_lag_s: float = Field(600.0, ge=0, description="How far the pricer may trail the usage topic: spend of "
                                 "events started longer ago is read from ClickHouse at start, the rest from the topic.")
 

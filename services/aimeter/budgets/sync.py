@@ -79,7 +79,9 @@ class TopicFollower:
         self.stopping = threading.Event()
         self.loaded = loader is None
         self.assigned = False
-        self.ok = False
+        self.behind: dict[int, int] = {}  # partition -> the end offset at assignment, until read past it
+        self.reachable = False
+        self.current = threading.Event()  # set once loaded, assigned and caught up: checks see the whole ledger
         self.thread = threading.Thread(target=self._run, name="budgets-follower", daemon=True)
 
     def start(self) -> None:
@@ -90,11 +92,20 @@ class TopicFollower:
         self.thread.join(timeout=5)
         self.consumer.close()
 
+    @property
+    def ok(self) -> bool:
+        """The ledger is current: spend loaded, the topic read up to where it ended at start, the broker answering
+        (checked every second). Budgets with ``on_kafka_down=fail_closed`` refuse while it is not."""
+        return self.reachable and self.current.is_set()
+
+    def wait_current(self, timeout: float) -> bool:
+        return self.current.wait(timeout)
+
     def _health(self, ok: bool) -> None:
-        if ok != self.ok:
-            log.warning("budgets: ledger %s", "current (ClickHouse loaded, usage topic reachable)" if ok else
-                        "not current (usage topic unreachable): budgets with on_kafka_down=fail_closed refuse")
-        self.ok = ok
+        if ok != self.reachable:
+            log.warning("budgets: usage topic %s", "reachable" if ok else
+                        "unreachable: budgets with on_kafka_down=fail_closed refuse until it is back")
+        self.reachable = ok
 
     def _load(self) -> None:
         assert self.loader is not None
@@ -112,9 +123,15 @@ class TopicFollower:
             raise KafkaException(f"topic {self.topic} has no partitions yet")
         wanted = [TopicPartition(self.topic, p, int(self.cutoff * 1000)) for p in parts]
         found = self.consumer.offsets_for_times(wanted, timeout=5.0)
+        for t in found:  # offset -1: no message at or after the cutoff: start at the end, nothing to catch up
+            if t.offset >= 0:
+                end = self.consumer.get_watermark_offsets(TopicPartition(self.topic, t.partition), timeout=5.0)[1]
+                if end > t.offset:
+                    self.behind[t.partition] = end
         self.consumer.assign([TopicPartition(t.topic, t.partition, t.offset if t.offset >= 0 else -1)
-                              for t in found])  # -1: no message at or after the cutoff yet: the end
+                              for t in found])
         self.assigned = True
+        self._caught_up({})
 
     def _step(self) -> bool:
         """Load, assign, or probe the broker; False when that failed (then wait and retry)."""
@@ -141,8 +158,10 @@ class TopicFollower:
                 if not ok:
                     self.stopping.wait(0.5)
                     continue
-            batch = []
+            batch: list[Any] = []
+            read: dict[int | None, int | None] = {}
             for message in self.consumer.consume(num_messages=500, timeout=0.2):
+                read[message.partition()] = message.offset()
                 value = message.value()
                 if message.error() is not None or value is None:
                     continue
@@ -154,6 +173,18 @@ class TopicFollower:
                 batch.append((str(event.event_id), scopes_of(event), cost, started_of(event), ended_of(event)))
             if batch:  # the arrival time: from here the next check counts them (the bound's d ends here)
                 self.inbox.append(("events", (time.time(), batch)))
+            if self.behind:
+                self._caught_up(read)
+
+    def _caught_up(self, read: dict[int | None, int | None]) -> None:
+        """Drop partitions read up to their end offset at start; once none is behind, the ledger is current.
+        (Set after the batch is in the inbox, and the gate drains the inbox before it checks.)"""
+        for partition, offset in read.items():
+            if offset is not None and partition in self.behind and offset + 1 >= self.behind[partition]:
+                del self.behind[partition]
+        if not self.behind and not self.current.is_set():
+            self.current.set()
+            log.info("budgets: ledger current (spend loaded, usage topic read to its end at start)")
 
 
 def committed_totals(client: Any, accounts: list[Any], now: float, cutoff: float) -> list[tuple[str, float, int]]:

@@ -1,5 +1,5 @@
 # Benchmarks (see benchmarks/README.md). Tests and the stack have their own scripts: scripts/test, scripts/aimeter.
-.PHONY: bench bench-smoke bench-journal bench-metrics bench-scale
+.PHONY: bench bench-smoke bench-journal bench-metrics bench-scale drill
 
 bench:  ## full run (~25 min): writes benchmarks/results/{results.json,results.md,chart.png}; then the metrics' cost
 	BENCH_COMMAND="make bench" benchmarks/run.sh
@@ -17,3 +17,6 @@ bench-metrics:  ## the gateway's Prometheus updates, CPU per request (budget: 3 
 bench-scale:  ## not in CI (~1 h, ~25 GB at 100M): 1M/10M/100M events, raw FINAL vs the hourly rollups -> benchmarks/results/scale.{md,json,svg}
 	.venv/bin/python -m benchmarks.scale --root $${BENCH_SCALE_DIR:-/tmp/aimeter-bench-scale}
 	.venv/bin/python -m benchmarks.scale_chart benchmarks/results/scale.json benchmarks/results/scale.svg
+
+drill:  ## ~5 min, as root: 3-node Kafka, 2 gateways on network namespaces, 2 pricers; kills and a cut-off under load -> benchmarks/results/drill.{md,json}
+	nice -n 15 .venv/bin/python -m benchmarks.drill --root $${DRILL_DIR:-/tmp/aimeter-drill} --out benchmarks/results

@@ -329,7 +329,7 @@ class Gateway:
         upstream = self._upstreams[name]
         call = Call(spec, upstream.url(match, route.upstream_model or request.model, query), body,
                     upstream.headers(headers), stream, injected, event_id)
-        grant = self.rate_gate.admit(key, request.attribution.team, request.json, spec.api)  # None: no limit
+        grant = self.rate_gate.admit(key, request.attribution.team, request.json, len(request.body), spec.api)
         if grant is not None and grant.refusal:
             raise Rejected(429, grant.refusal, headers=grant.headers)
         if self.budgets is not None:  # reserve the worst case in every budget that applies (aimeter.budgets)

@@ -34,6 +34,7 @@ from aimeter.gateway.streams import estimate_tokens, prompt_text
 from aimeter.gateway.usage import _request_limit  # the one reading of every API's output cap (max_tokens...)
 
 _UPSTREAM_LIMIT_HEADERS = (b"x-ratelimit-", b"anthropic-ratelimit-")
+SMALL_BODY = 16 * 1024  # bytes: a walk of a body this small cost ~3 us, more than the whole check otherwise
 
 
 class RateLimit(BaseModel):
@@ -64,7 +65,7 @@ def _share(value: int | None, replicas: int) -> int:
 def _key_limit(limits: Any, replicas: int) -> Limit | None:
     """A key record's ``limits`` dict as a Limit; None when it sets neither. Values that are not positive
     integers are ignored (the record is validated where it is written; the hot path never raises on it)."""
-    if not isinstance(limits, Mapping):
+    if not limits or not isinstance(limits, Mapping):
         return None
     rpm, tpm = limits.get("rpm"), limits.get("tpm")
     limit = Limit(_share(rpm if type(rpm) is int and rpm > 0 else None, replicas),
@@ -97,34 +98,47 @@ class RateGate:
         self.keys = {key_id: Limit(_share(lim.rpm, replicas), _share(lim.tpm, replicas))
                      for key_id, lim in self.config.keys.items()}
         self.limiter = RateLimiter()
+        self._cache: dict[tuple[str, str], tuple[object, list[tuple[str, Limit]]]] = {}
 
     def scopes(self, key: KeyRecord | None, team: str) -> list[tuple[str, Limit]]:
-        """The limits that apply: the key's (its record's ``limits`` over the config's), then the team's."""
+        """The limits that apply: the key's (its record's ``limits`` over the config's), then the team's. Cached
+        per key and team until the key's record changes (a new record brings a new ``limits`` object); a request
+        without a key is not cached (its team comes from a header: any string)."""
+        if key is None:
+            team_limit = self.teams.get(team)
+            return [("team:" + team, team_limit)] if team_limit else []
+        limits = getattr(key, "limits", None)
+        cached = self._cache.get((key.key_id, team))
+        if cached is not None and cached[0] is limits:
+            return cached[1]
         scopes = []
-        if key is not None:
-            limit = _key_limit(getattr(key, "limits", None), self.config.replicas) or self.keys.get(key.key_id)
-            if limit:
-                scopes.append(("key:" + key.key_id, limit))
+        limit = _key_limit(limits, self.config.replicas) or self.keys.get(key.key_id)
+        if limit:
+            scopes.append(("key:" + key.key_id, limit))
         team_limit = self.teams.get(team)
         if team_limit:
             scopes.append(("team:" + team, team_limit))
+        self._cache[key.key_id, team] = (limits, scopes)
         return scopes
 
-    def reserve(self, body: dict[str, Any], api: str) -> int:
-        """Worst-case tokens of a request: its prompt, estimated from its text, plus the most it may generate
-        (max_tokens and its siblings times the choices; embeddings generate nothing)."""
-        prompt = estimate_tokens(prompt_text(body))
+    def reserve(self, body: dict[str, Any], size: int, api: str) -> int:
+        """Worst-case tokens of a request: its prompt plus the most it may generate (max_tokens and its siblings
+        times the choices; embeddings generate nothing). A body of ``size`` bytes up to ``SMALL_BODY`` reserves
+        a token per 4 bytes of it, more than its prompt text (the JSON around it counts too) and no walk of
+        the body; a larger one may carry images or audio as base64, so its prompt text is estimated."""
+        prompt = -(-size // 4) if size <= SMALL_BODY else estimate_tokens(prompt_text(body))
         if api.endswith(".embeddings"):
             return prompt
         cap, choices, _ = _request_limit(body)
         return prompt + (cap * choices if cap else self.config.default_output_tokens)
 
-    def admit(self, key: KeyRecord | None, team: str, body: dict[str, Any], api: str) -> Grant | None:
-        """None when no limit applies (nothing to report or settle); else the grant, refused or not."""
+    def admit(self, key: KeyRecord | None, team: str, body: dict[str, Any], size: int, api: str) -> Grant | None:
+        """None when no limit applies (nothing to report or settle); else the grant, refused or not. ``body`` is
+        the request's parsed JSON, ``size`` its length in bytes."""
         scopes = self.scopes(key, team)
         if not scopes:
             return None
-        tokens = self.reserve(body, api) if any(limit.tpm for _, limit in scopes) else 0
+        tokens = self.reserve(body, size, api) if any(limit.tpm for _, limit in scopes) else 0
         decision = self.limiter.admit(time.monotonic_ns(), scopes, tokens)
         if api.startswith("anthropic."):
             headers = anthropic_headers(decision.requests, decision.tokens, datetime.now(UTC))
@@ -136,7 +150,7 @@ class RateGate:
 
     def settle(self, grant: Grant | None, usage: TokenUsage) -> None:
         """The request's reservation becomes what its event records (input plus output tokens)."""
-        if grant is not None and grant.decision.admitted:
+        if grant is not None:
             self.limiter.settle(grant.decision, usage.input_tokens + usage.output_tokens)
 
 

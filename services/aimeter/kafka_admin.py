@@ -28,7 +28,13 @@ _COMPACTED_CONFIG = {"cleanup.policy": "compact"}
 def ensure_topics(bootstrap: str, partitions: int = 4, timeout: float = 30.0,
                   replication_factor: int = -1) -> list[str]:
     """Create missing topics; an existing topic is left as it is (partition count is the operator's call).
-    ``replication_factor`` -1 takes the broker's default. Returns the topics this call created."""
+    ``replication_factor`` -1 takes the broker's default. Returns the topics this call created.
+
+    On a cluster: replication factor 3 and the topics' (or broker's) ``min.insync.replicas`` 2. The producers
+    send with ``acks=all``, so a write is acknowledged once 2 of the 3 replicas hold it and one broker may fail
+    without losing or refusing anything. With fewer in-sync replicas than that the broker refuses writes
+    (NOT_ENOUGH_REPLICAS): the gateway's producer retries until its delivery timeout, then spools to disk,
+    and its journal holds every event meanwhile; nothing is acknowledged that only one broker has."""
     admin = AdminClient({"bootstrap.servers": bootstrap, **quiet_client(bootstrap)})
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
@@ -49,7 +55,8 @@ def ensure_topics(bootstrap: str, partitions: int = 4, timeout: float = 30.0,
     return created
 
 
-def ensure_topics_in_background(bootstrap: str, who: str, *, retry_max_s: float = 10.0) -> threading.Thread:
+def ensure_topics_in_background(bootstrap: str, who: str, *, partitions: int = 4, replication_factor: int = -1,
+                                retry_max_s: float = 10.0) -> threading.Thread:
     """Create the topics once Kafka answers, retrying with backoff; a process never waits for it to start.
 
     An unreachable cluster is the client's log line to give (kafka_log.py), so it is not repeated here;
@@ -59,7 +66,7 @@ def ensure_topics_in_background(bootstrap: str, who: str, *, retry_max_s: float 
         delay, refused = 1.0, ""
         while True:
             try:
-                created = ensure_topics(bootstrap, timeout=10.0)
+                created = ensure_topics(bootstrap, partitions, timeout=10.0, replication_factor=replication_factor)
             except KafkaException:  # no answer: retry quietly
                 pass
             except Exception as exc:  # noqa: BLE001 - a refusal or a fault of ours: said once, never a dead thread

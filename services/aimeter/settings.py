@@ -5,12 +5,15 @@ Every bad setting is reported at once, so an operator fixes a deployment in one 
 
 from __future__ import annotations
 
+import hashlib
+import re
+import socket
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,7 +52,11 @@ class Settings(BaseSettings):
                              "history corrections recompute from raw rows.")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=1, le=65535)
-    gateway_id: str = "gw-1"
+    gateway_id: str = Field(
+        "", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$",
+        description="This gateway replica's name: its journal, spool and reconciliation counts (ai.counts.v1) "
+                    "are keyed by it, so it must be unique per data dir and stable across restarts. Default: "
+                    "<hostname>-<8 hex of the data dir's absolute path>.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     upstream_timeout_s: float = Field(600.0, gt=0)
     upstream_max_body_bytes: int = Field(
@@ -69,6 +76,12 @@ class Settings(BaseSettings):
     auth: Literal["keys", "none"] = Field(
         "keys", description="keys: every request needs a gateway-issued key; none: local/dev, team from headers.")
     keys_file: Path | None = Field(None, description="Virtual key store; default <data dir>/keys.json.")
+    topic_partitions: int = Field(
+        4, ge=1, description="Partitions of ai.usage.v1 and its dead letters when this process creates them; an "
+                             "existing topic is left as it is. One pricer consumes at most one partition's share.")
+    topic_replication_factor: int = Field(
+        -1, ge=-1, description="Replicas of every topic this process creates; -1: the broker's default "
+                               "(default.replication.factor). A cluster: 3, with min.insync.replicas=2.")
     kafka_delivery_timeout_s: float = Field(30.0, gt=0, description="Undelivered after this: spooled to disk.")
     spool_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     spool_dir: Path | None = Field(
@@ -124,6 +137,16 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _default_gateway_id(self) -> Settings:
+        """Unique per host and data dir without configuration, and the same after a restart: replicas on
+        several hosts (or two on one host with their own data dirs) never share a counts key."""
+        if not self.gateway_id:
+            where = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+            host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "gateway"
+            self.gateway_id = f"{host}-{where}"
+        return self
 
     @property
     def resolved_spool_dir(self) -> Path:

@@ -12,7 +12,6 @@ and 100 completion tokens = (1000 x $0.15 + 100 x $0.60) / 1M = $0.00021.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -28,10 +27,11 @@ from pathlib import Path
 import clickhouse_connect
 import openai
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from aimeter.events import USAGE_TOPIC
+from aimeter.events import COUNTS_TOPIC, USAGE_TOPIC
+from aimeter.events.counts import encode_count
 from aimeter.gateway.keys import KeyFile, new_key
 from aimeter.local.kafka import LocalKafka, free_port
 from aimeter.local.stack import Stack, settings_env
@@ -57,7 +57,7 @@ class FaultStack:
         self.settings = Settings(data_dir=root, kafka_bootstrap=self.kafka.bootstrap, gateway_port=free_port(),
                                  query_port=free_port(), pricer_group="pricer", config=config,
                                  kafka_delivery_timeout_s=3.0, pricer_batch_max=50,
-                                 pricer_metrics_port=free_port())
+                                 pricer_metrics_port=free_port(), keys_store="file")  # Kafka starts later
         store = KeyFile(self.settings.resolved_keys_file)
         self.key, record = new_key("faults", "", "", datetime.now(UTC))
         store.save({record.key_id: record})
@@ -225,24 +225,32 @@ def test_reconcile_matches_after_an_outage_and_catches_a_gap(faults):
     assert_exact(faults, 200)
     env = {**settings_env(faults.settings), "PATH": "/usr/bin:/bin"}
     reconcile = [sys.executable, "-m", "aimeter", "reconcile", "--since", "2h"]
-    deadline = time.monotonic() + 10
-    while True:  # the gateway persists its counts every second
+    deadline = time.monotonic() + 30
+    while True:  # the gateway sends its counts every 2 s; the pricer stores them (ai.counts.v1 -> gateway_counts)
         ok = subprocess.run(reconcile, env=env, capture_output=True, text=True, timeout=60, check=False)
         if ok.returncode == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert " 200 " in ok.stdout
+    assert faults.settings.gateway_id in ok.stdout  # each gateway's count is named
 
-    faults.stack.stop_child("gateway")  # its counts file is final now; claim one more event than was sent
-    counts_file = next((faults.settings.data_dir / "counts").glob("*.json"))
-    counts = json.loads(counts_file.read_text())
-    hour = max(counts["hours"])
-    counts["hours"][hour] += 1
-    counts_file.write_text(json.dumps(counts))
-    gap = subprocess.run(reconcile, env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert gap.returncode == 1
+    # A second gateway (another host, as far as reconcile knows) claims one event more than was stored.
+    hour = faults.clickhouse().query("SELECT formatDateTime(max(hour), '%Y-%m-%dT%H:00Z') FROM gateway_counts FINAL"
+                                     ).result_rows[0][0]
+    producer = Producer({"bootstrap.servers": faults.kafka.bootstrap})
+    key, value = encode_count("gw-other-host", hour, 1, datetime.now(UTC))
+    producer.produce(COUNTS_TOPIC, value, key=key)
+    assert producer.flush(30) == 0
+    deadline = time.monotonic() + 30
+    while True:
+        gap = subprocess.run(reconcile, env=env, capture_output=True, text=True, timeout=60, check=False)
+        if gap.returncode == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert gap.returncode == 1, gap.stdout + gap.stderr
     assert "GAP" in gap.stdout
+    assert "gw-other-host" in gap.stdout
 
 
 def wait_group_stable(bootstrap: str, group: str, timeout: float = 60.0) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from aimeter.events import USAGE_TOPIC
+
 
 class FakeMessage:
     def __init__(self, topic: str, partition: int, offset: int, value: bytes | None,
@@ -142,7 +144,8 @@ class ProducerBroker:
         self.up = True
         self.failing = False  # down and reporting failures (not just slow)
         self.queue_full = False
-        self.log: list[FakeMessage] = []  # what the topic holds, in order
+        self.log: list[FakeMessage] = []  # what the usage topic holds, in order
+        self.other: list[FakeMessage] = []  # what other topics (the counts topic) got, in order
         self.producers: list[FakeProducer] = []
 
     def producer(self, config: dict[str, Any]) -> FakeProducer:
@@ -160,13 +163,18 @@ class FakeProducer:
         self.queue: list[FakeMessage] = []
         self.reports: list[tuple[KafkaError, FakeMessage]] = []
         self.lock = threading.Lock()
+        self.callbacks: dict[int, Callable[[KafkaError, FakeMessage], None]] = {}
 
     def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                headers: list[tuple[str, Any]] | None = None) -> None:
+                headers: list[tuple[str, Any]] | None = None,
+                on_delivery: Callable[[KafkaError, FakeMessage], None] | None = None) -> None:
         if self.broker.queue_full:
             raise BufferError("Local: Queue full")
         with self.lock:
-            self.queue.append(FakeMessage(topic, 0, -1, value, key=key, headers=headers))
+            message = FakeMessage(topic, 0, -1, value, key=key, headers=headers)
+            if on_delivery is not None:  # a per-message callback replaces the configured one, as in librdkafka
+                self.callbacks[id(message)] = on_delivery
+            self.queue.append(message)
 
     def poll(self, timeout: float = -1) -> int:
         return self._serve()
@@ -192,12 +200,15 @@ class FakeProducer:
         """Deliver or fail what is queued, then run the failure reports (outside the lock: a callback may produce)."""
         with self.lock:
             if self.broker.up:
-                self.broker.log += self.queue
+                self.broker.log += [m for m in self.queue if m.topic() == USAGE_TOPIC]
+                self.broker.other += [m for m in self.queue if m.topic() != USAGE_TOPIC]
+                for delivered in self.queue:  # only failures are reported (delivery.report.only.error)
+                    self.callbacks.pop(id(delivered), None)
                 self.queue = []
             elif self.broker.failing:
                 self.reports += [(KafkaError(KafkaError._MSG_TIMED_OUT, "timed out"), m) for m in self.queue]
                 self.queue = []
             reports, self.reports = self.reports, []
         for err, msg in reports:
-            self.on_delivery(err, msg)
+            self.callbacks.pop(id(msg), self.on_delivery)(err, msg)
         return len(reports)

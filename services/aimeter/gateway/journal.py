@@ -16,8 +16,12 @@ the request path, so ``can_keep()`` answers *before* a request is forwarded whet
 Lifecycle: the request path appends to the current segment and switches to the prepared next one when
 it is full or old (``roll_after_s``); a closed segment is trimmed to its length. The publisher retires
 a closed segment once every event in it was either acknowledged by Kafka or handed to the spool (a
-time barrier, see ``publisher.py``), first folding its per-hour counts into the counts file, which is
-how ``aimeter reconcile`` counts from the journal itself and never lags an answer.
+time barrier, see ``publisher.py``), first folding its per-hour counts into the counts file.
+
+Counts: the counts file (folded, retired segments) plus the live segments, read incrementally
+(``SegmentCounts``), are every event this gateway journaled per hour. The publisher sends these cumulative
+counts to ``ai.counts.v1`` every few seconds and at stop; ``aimeter reconcile`` compares them with the
+stored events. After a restart the same file and segments give the same totals, so a replay never adds.
 """
 
 from __future__ import annotations
@@ -78,6 +82,40 @@ def hour_counts(records: list[bytes]) -> Counter[str]:
             start = at + len(_STARTED)
             counts[line[start:start + 13].decode("ascii", "replace") + ":00Z"] += 1
     return counts
+
+
+class SegmentCounts:
+    """Per-hour counts of one segment, read incrementally from the bytes appended since the last read.
+
+    The current segment is read while the event loop writes to it: only lines complete before the first NUL
+    (the preallocated zeros, or bytes a concurrent ``pwrite`` has not copied yet) are counted, so a read never counts
+    half an event and the next read goes on from the last complete line.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pos = 0
+        self.hours: Counter[str] = Counter()
+
+    def advance(self) -> Counter[str]:
+        chunks = []
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.pos)
+                while chunk := fh.read(1 << 20):
+                    chunks.append(chunk)
+                    if b"\0" in chunk:
+                        break
+        except FileNotFoundError:
+            return self.hours
+        data = b"".join(chunks)
+        end = data.find(b"\0")
+        body = data if end < 0 else data[:end]
+        last = body.rfind(b"\n")
+        if last >= 0:
+            self.hours.update(hour_counts(body[:last + 1].split(b"\n")))
+            self.pos += last + 1
+        return self.hours
 
 
 def segment_seq(path: Path) -> int:
@@ -204,6 +242,12 @@ class Journal:
             self._current.closed_at = time.monotonic()
             self.closed.append(self._current)
             self._fd, self._current = -1, None
+
+    def live_segments(self) -> list[Segment]:
+        """The current segment and the closed ones not retired yet, from any thread. The current one is read
+        first: a switch in between then shows a segment twice (callers go by ``seq``), never not at all."""
+        current = self._current
+        return ([current] if current is not None else []) + list(self.closed)
 
     def retirable(self, closed_before: float) -> Iterator[Segment]:
         """Closed segments (oldest first) closed before ``closed_before``; each is removed once consumed."""

@@ -12,6 +12,11 @@ crash still finds it at the next start. A journal segment is retired (its per-ho
 the counts file that ``aimeter reconcile`` reads, then the file deleted) once every event in it was
 acknowledged or spooled: librdkafka reports every message within ``message.timeout.ms``, so a segment
 closed longer ago than that (plus a margin for the report to be served) is settled.
+
+Reconciliation counts: every ``COUNTS_EVERY_S`` the poll thread sends, for each hour whose total changed, this
+gateway's cumulative count of journaled events to ``ai.counts.v1`` (``events/counts.py``), and once more at
+stop; the pricer stores them and ``aimeter reconcile`` compares them with the stored events. A count record
+that Kafka refuses is simply sent again (a later total replaces it); after a restart every hour is sent again.
 """
 
 from __future__ import annotations
@@ -28,14 +33,16 @@ from pathlib import Path
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from aimeter.events import USAGE_TOPIC, UsageEvent, cloudevent_headers
-from aimeter.gateway.journal import Journal, hour_counts, load_counts, read_records, save_counts
+from aimeter.events import COUNTS_TOPIC, USAGE_TOPIC, UsageEvent, cloudevent_headers
+from aimeter.events.counts import encode_count
+from aimeter.gateway.journal import Journal, SegmentCounts, load_counts, read_records, save_counts
 from aimeter.gateway.spool import Spool
 from aimeter.kafka_log import KafkaLog
 
 log = logging.getLogger(__name__)
 REPLAY_EVERY_S = 2.0
 SETTLE_MARGIN_S = 5.0  # after message.timeout.ms: librdkafka's timeout scan runs every second, then poll()
+COUNTS_EVERY_S = 2.0  # reconcile's counts trail the journal by this, plus a segment read and the pricer's insert
 
 
 @dataclass
@@ -81,8 +88,9 @@ class KafkaPublisher:
     def __init__(self, bootstrap: str, spool_path: Path, source: str, *, counts_path: Path | None = None,
                  journal_dir: Path | None = None, topic: str = USAGE_TOPIC, delivery_timeout_s: float = 30.0,
                  spool_max_bytes: int = 256 << 20, fail_closed: bool = False,
-                 journal_segment_bytes: int = 8 << 20) -> None:
+                 journal_segment_bytes: int = 8 << 20, gateway_id: str | None = None) -> None:
         self.topic = topic
+        self.gateway_id = gateway_id or spool_path.stem  # (run.py names the spool <gateway id>.jsonl)
         self.fail_closed = fail_closed
         self.source = source
         self.spool = Spool(spool_path, spool_max_bytes)
@@ -96,6 +104,9 @@ class KafkaPublisher:
         self._unjournaled_lock = threading.Lock()
         self._hours: Counter[str] = Counter()  # folded per-hour counts (the counts file), and the last folded segment
         self._through = 0
+        self._segment_counts: dict[int, SegmentCounts] = {}  # live segments by seq, read incrementally
+        self._counts_sent: dict[str, int] = {}  # hour -> the total last handed to Kafka (popped if refused)
+        self._counts_at = time.monotonic()  # the first round (every hour, after a restart) COUNTS_EVERY_S after start
         self._held_at = -1e18  # monotonic time of the last event the spool could not take
         self._replayed_at: float | None = None  # a spool replay whose file is kept until its events settled
         self._spool_state = StateLog("spool")
@@ -254,6 +265,9 @@ class KafkaPublisher:
                 self._report_states()
                 self.retire_settled()
                 now = time.monotonic()
+                if now - self._counts_at >= COUNTS_EVERY_S:
+                    self._counts_at = now
+                    self.send_counts()
                 if now - last_replay >= REPLAY_EVERY_S:
                     last_replay = now  # (not on every wake-up: each check is a stat() or a metadata request)
                     if (self.kafka_log.down or (self.spool.depth_bytes() and len(self._producer) == 0)) \
@@ -296,13 +310,50 @@ class KafkaPublisher:
         if not done and not unjournaled:
             return 0
         for segment in done:
-            self._hours.update(hour_counts(read_records(segment.path)))
+            counted = self._segment_counts.pop(segment.seq, None) or SegmentCounts(segment.path)
+            self._hours.update(counted.advance())
             self._through = max(self._through, segment.seq)
         self._hours.update(unjournaled)
         save_counts(self.counts_path, self._hours, self._through)
         for segment in done:
             segment.path.unlink(missing_ok=True)
         return len(done)
+
+    def emitted_hours(self) -> Counter[str]:
+        """Cumulative events per hour: the counts file's, plus the live journal segments', plus those that found
+        no room in the journal and are not folded yet. Called on the poll thread (or at close, after it)."""
+        total = Counter(self._hours)
+        live = {segment.seq: segment for segment in self.journal.live_segments()}
+        for seq, segment in live.items():
+            counted = self._segment_counts.get(seq)
+            if counted is None:
+                counted = self._segment_counts[seq] = SegmentCounts(segment.path)
+            total.update(counted.advance())
+        with self._unjournaled_lock:
+            total.update(self._unjournaled_hours)
+        return total
+
+    def send_counts(self) -> int:
+        """Produce the total of every hour that changed since it was last handed to Kafka; returns how many."""
+        produced_at, sent = datetime.now(UTC), 0
+        for hour, total in sorted(self.emitted_hours().items()):
+            if self._counts_sent.get(hour) == total:
+                continue
+            key, value = encode_count(self.gateway_id, hour, total, produced_at)
+            try:
+                self._producer.produce(COUNTS_TOPIC, value, key=key, on_delivery=self._on_count_delivery)
+            except (BufferError, KafkaException) as exc:
+                log.warning("counts: cannot queue the count of %s for %s (%s); sent again in %.0f s",
+                            hour, COUNTS_TOPIC, exc, COUNTS_EVERY_S)
+                break
+            self._counts_sent[hour] = total
+            sent += 1
+        return sent
+
+    def _on_count_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """Only failures are reported (delivery.report.only.error): forget the hour, the next round resends it."""
+        if err is not None:
+            self._counts_sent.pop((msg.key() or b"").decode().rpartition("|")[2], None)
 
     def _take_unjournaled(self) -> Counter[str]:
         if not self._unjournaled_hours:
@@ -333,3 +384,8 @@ class KafkaPublisher:
             log.error("gateway: %d journal segments kept in %s (the spool could not take every undelivered "
                       "event); they are re-published at the next start", len(self.journal.closed),
                       self.journal.directory)
+        self.send_counts()  # the final totals; if Kafka does not take them now, the next start sends them again
+        if self._producer.flush(min(timeout, 2.0)):
+            self._producer.purge()
+            log.warning("gateway: the last reconciliation counts were not delivered to %s; they are sent again "
+                        "at the next start (until then reconcile may show a gap for this gateway)", COUNTS_TOPIC)

@@ -53,14 +53,16 @@ def _tracer(settings: Settings, config: GatewayConfig) -> object | None:
 
 def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
     """Serve until SIGTERM/SIGINT, then flush the publisher; undelivered events go to the spool."""
-    ensure_topics_in_background(bootstrap, "gateway")  # the gateway serves (and journals) before Kafka answers
+    # The gateway serves (and journals) before Kafka answers.
+    ensure_topics_in_background(bootstrap, "gateway", partitions=settings.topic_partitions,
+                                replication_factor=settings.topic_replication_factor)
     spool_dir = settings.resolved_spool_dir
     publisher = KafkaPublisher(
         bootstrap, spool_dir / f"{settings.gateway_id}.jsonl", source=f"/aimeter/gateway/{settings.gateway_id}",
         counts_path=settings.data_dir / "counts" / f"{settings.gateway_id}.json",
         journal_dir=spool_dir / f"{settings.gateway_id}.journal", journal_segment_bytes=settings.journal_segment_bytes,
         delivery_timeout_s=settings.kafka_delivery_timeout_s, spool_max_bytes=settings.spool_max_bytes,
-        fail_closed=settings.spool_full_policy == "closed")
+        fail_closed=settings.spool_full_policy == "closed", gateway_id=settings.gateway_id)
     publisher.start()
     keys = KeyFile(settings.resolved_keys_file) if settings.auth == "keys" else None
     app = Gateway(config, publisher, gateway_id=settings.gateway_id, max_body_bytes=settings.max_body_bytes,

@@ -79,6 +79,8 @@ def run_up(settings: Settings, config_path: Path, *, demo: bool, keep_running: b
     keys = issue_demo_keys(settings.resolved_keys_file) if demo and settings.auth == "keys" else {}
     try:
         stack.start()
+        if settings.alerts_webhook_url:  # soft-budget and spend-spike alerts, supervised like the other parts
+            stack.start_child("alerts")
         print(f"up: gateway ready at {stack.gateway_url}/v1 (OpenAI-compatible)", flush=True)
         code = 0
         print(f"up: {stack.status()}", flush=True)

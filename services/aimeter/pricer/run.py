@@ -10,12 +10,14 @@ import signal
 from http.server import ThreadingHTTPServer
 
 from clickhouse_connect.driver.client import Client
+from faststream.confluent import KafkaBroker
 
 from aimeter.config import GatewayConfig
 from aimeter.kafka_admin import ensure_topics_in_background
 from aimeter.metrics_auth import ensure_token
 from aimeter.pricer.batch_writer import BatchWriter, DeadLetters
 from aimeter.pricer.consumer import pricer_consumer
+from aimeter.pricer.gateway_counts import clickhouse_insert, counts_broker
 from aimeter.pricer.gpu_periods import history_config, read_history, sync_gpu_periods
 from aimeter.pricer.metrics import PricerMetrics, serve_metrics
 from aimeter.pricer.overrides_load import load_price_book
@@ -74,6 +76,20 @@ async def keep_rollups(url: str, interval_s: float, retention_days: int) -> None
             log.info("rollups: %d hours recomputed (version %d)", done.computed, done.version)
 
 
+async def start_counts(broker: KafkaBroker) -> None:
+    """Start the gateway-counts consumer (pricer/gateway_counts.py) once it can, retrying: Kafka may come later."""
+    delay = 1.0
+    while True:
+        try:
+            await broker.start()
+        except Exception as exc:  # noqa: BLE001 - retried; reconcile's counts wait meanwhile
+            log.warning("gateway counts consumer: cannot start (%s); retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(10.0, delay * 2)
+        else:
+            return
+
+
 async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:  # noqa: PLR0915
     """Until SIGTERM/SIGINT. In embedded mode this process owns chDB, so it also answers queries."""
     book = load_price_book(config)  # an invalid overrides file stops the pricer here, every problem listed
@@ -88,7 +104,9 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     from aimeter.alerts.budget_table import config_budgets, sync_budget_windows  # noqa: PLC0415
 
     sync_budget_windows(client, config_budgets(config))
-    ensure_topics_in_background(bootstrap, "pricer")  # Kafka may come later: the pricer waits, serving queries
+    # Kafka may come later: the pricer waits, serving queries.
+    ensure_topics_in_background(bootstrap, "pricer", partitions=settings.topic_partitions,
+                                replication_factor=settings.topic_replication_factor)
     print(f"pricer: prices from {book.version}", flush=True)
     dead_letters = DeadLetters(bootstrap)
     metrics = PricerMetrics()
@@ -124,6 +142,8 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     # The loop blocks in librdkafka and in ClickHouse inserts: its own thread, off the query server's event loop.
     consuming = asyncio.ensure_future(asyncio.to_thread(consumer.run))
     rolling = asyncio.ensure_future(keep_rollups(url, settings.rollup_interval_s, settings.raw_retention_days))
+    counts = counts_broker(bootstrap, f"{settings.pricer_group}-counts", clickhouse_insert(url))
+    counting = asyncio.ensure_future(start_counts(counts))
     print(f"pricer: consuming from {bootstrap} into {redact(url)}", flush=True)  # never the password
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -132,8 +152,12 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
         consumer.stop()
         stopping.cancel()
         rolling.cancel()
+        counting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await stopping
+        with contextlib.suppress(asyncio.CancelledError):
+            await counting
+        await counts.stop()
         try:
             await consuming  # a fatal Kafka error surfaces here and ends the process non-zero
         finally:

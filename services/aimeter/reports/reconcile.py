@@ -1,22 +1,25 @@
 """``aimeter reconcile``: what the gateways emitted, per hour, against what ClickHouse holds.
 
-Each gateway journals every event before its answer ends (``gateway/journal.py``); its per-hour
-count is the counts file (``<data dir>/counts/<gateway id>.json``, segments already retired) plus
-the journal segments still on disk, so the count never lags an answer, even after a ``kill -9``.
-Any hour where ClickHouse holds fewer distinct events is a gap (lost or still in a spool); more is
-a duplicate that escaped deduplication. Either exits non-zero.
+Each gateway journals every event before its answer ends (``gateway/journal.py``) and sends its cumulative
+per-hour count of them to the compacted topic ``ai.counts.v1`` every few seconds and at stop
+(``gateway/publisher.py``); the pricer stores the counts in ``gateway_counts`` (``pricer/gateway_counts.py``).
+So reconcile reads ClickHouse only, and works for any number of gateways on any number of hosts. A count
+trails its gateway by a few seconds (the send interval, a journal read, the counts consumer's insert).
+Any hour where ClickHouse holds fewer distinct events than the gateways' counts sum to is a gap (lost, still
+in a spool, or not stored yet); more is a duplicate that escaped deduplication, or a count not sent yet.
+Either exits non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from aimeter.gateway.journal import emitted_counts as journal_counts
+from aimeter.events import COUNTS_TOPIC
 from aimeter.provider_books import cli as provider_cli
 from aimeter.reports.format import EARLIEST, LATEST, parse_when, render
 from aimeter.reports.sql import bound_window
@@ -51,6 +54,23 @@ ORDER BY hour
 
 
 RECONCILE_SQL = reconcile_sql()
+# The latest (highest) cumulative count per gateway and hour whose start lies in [hour of since, until).
+COUNTS_SQL = """
+SELECT gateway_id, formatDateTime(hour, '%Y-%m-%dT%H:00Z') AS hour_label, emitted, produced_at
+FROM gateway_counts FINAL
+WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')}) AND hour < {until:DateTime64(3, 'UTC')}
+ORDER BY hour_label, gateway_id
+"""
+
+
+@dataclass(frozen=True)
+class GatewayTotal:
+    """One gateway's counts inside the window: hours it reported, events it emitted, its newest report."""
+
+    gateway_id: str
+    hours: int
+    emitted: int
+    last_report: datetime
 
 
 @dataclass(frozen=True)
@@ -74,14 +94,21 @@ class HourCheck:
         return "ok"
 
 
-def emitted_counts(counts_dir: Path, spool_dir: Path) -> Counter[str]:
-    """Sum of every gateway's per-hour counts: its counts file plus its journal segments not folded in yet."""
-    gateways = {p.stem for p in counts_dir.glob("*.json")} | {p.name.removesuffix(".journal")
-                                                              for p in spool_dir.glob("*.journal")}
+def emitted_counts(rows: Sequence[Sequence[Any]]) -> Counter[str]:
+    """Pure: every gateway's counts summed per hour; ``rows`` as ``COUNTS_SQL`` returns them."""
     total: Counter[str] = Counter()
-    for gateway in sorted(gateways):
-        total.update(journal_counts(counts_dir / f"{gateway}.json", spool_dir / f"{gateway}.journal"))
+    for _, hour, emitted, _ in rows:
+        total[hour] += int(emitted)
     return total
+
+
+def gateway_totals(rows: Sequence[Sequence[Any]]) -> list[GatewayTotal]:
+    """Pure: one line per gateway that reported a count in the window, by name."""
+    by_gateway: dict[str, list[Sequence[Any]]] = {}
+    for row in rows:
+        by_gateway.setdefault(str(row[0]), []).append(row)
+    return [GatewayTotal(gateway, len(mine), sum(int(r[2]) for r in mine), max(r[3] for r in mine))
+            for gateway, mine in sorted(by_gateway.items())]
 
 
 def compare(emitted: Counter[str], stored: dict[str, tuple[int, ...]], since: datetime,
@@ -109,15 +136,17 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     client = report_client(settings.resolved_clickhouse_url, settings.query_port)
     if args.provider:
         return cmd_provider_books(args, settings, client, since, until)
-    rows = client.query(RECONCILE_SQL, parameters={"since": since, "until": until}).result_rows
-    counts = emitted_counts(settings.data_dir / "counts", settings.resolved_spool_dir)
-    checks = compare(counts, {r[0]: tuple(r[1:]) for r in rows}, since, until)
+    window = {"since": since, "until": until}
+    rows = client.query(RECONCILE_SQL, parameters=window).result_rows
+    counted = client.query(COUNTS_SQL, parameters=window).result_rows
+    checks = compare(emitted_counts(counted), {r[0]: tuple(r[1:]) for r in rows}, since, until)
     print(render(["hour", "emitted", "stored", "priced", "unpriced", "unmetered", "verdict"],
                  [[c.hour, c.emitted, c.stored, c.priced, c.unpriced, c.unmetered, c.verdict] for c in checks]))
-    spool_dir = settings.resolved_spool_dir
-    spool = sum(p.stat().st_size for p in spool_dir.glob("*.jsonl*") if p.is_file()) if spool_dir.exists() else 0
-    if spool:
-        print(f"note: {spool} bytes of events are still in gateway spools (they count as a gap until replayed)")
+    gateways = gateway_totals(counted)
+    print(render(["gateway", "hours", "emitted", "last count sent"],
+                 [[g.gateway_id, g.hours, g.emitted, f"{g.last_report:%Y-%m-%d %H:%M:%S}Z"] for g in gateways]))
+    print(f"{len(gateways)} gateway(s) sent counts to {COUNTS_TOPIC}; a running gateway sends its counts every few "
+          "seconds, so the newest hour may trail it by that")
     bad = [c for c in checks if c.verdict != "ok"]
     print(f"{len(checks)} hours checked, {len(bad)} with a gap or duplicate")
     unpriced, unmetered = sum(c.unpriced for c in checks), sum(c.unmetered for c in checks)

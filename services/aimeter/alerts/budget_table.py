@@ -23,8 +23,7 @@ COLUMNS = ["name", "scope", "scope_value", "enforcement", "period", "timezone", 
 
 def config_budgets(config: GatewayConfig) -> list[Budget]:
     """The config's ``budgets.caps`` as budgets (none when the config has no ``budgets:`` section)."""
-    section = getattr(config, "budgets", None)
-    return [cap.budget() for cap in section.caps] if section is not None else []
+    return [cap.budget() for cap in config.budgets.caps] if config.budgets is not None else []
 
 
 def window_rows(budgets: Sequence[Budget], now: datetime, ahead: timedelta = AHEAD) -> list[list[Any]]:

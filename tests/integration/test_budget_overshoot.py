@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import openai
 import orjson
 import pytest
@@ -45,9 +46,16 @@ backends:
     base_url: http://127.0.0.1:{port}/v1
     deployment: proprietary
     provider: openai
+  anthropic:
+    kind: anthropic
+    base_url: http://127.0.0.1:{port}
+    deployment: proprietary
+    provider: anthropic
 models:
   gpt-4o: {{backend: openai}}
   gpt-4o-mini: {{backend: openai}}
+  text-embedding-3-small: {{backend: openai}}
+  claude-sonnet-4-6: {{backend: anthropic}}
 budgets:
   output_limit: 4096
   pricer_lag_s: {lag}
@@ -57,6 +65,7 @@ budgets:
     - {{name: restart-probe, scope: team, value: restart, usd: "0.05", period: day}}
     - {{name: closed-probe, scope: team, value: closed, usd: "100", on_kafka_down: fail_closed}}
     - {{name: open-probe, scope: team, value: open, usd: "100", on_kafka_down: fail_open}}
+    - {{name: apis-probe, scope: team, value: apis, usd: "100", period: week, timezone: America/New_York}}
 """
 # A stream the client abandons stays in flight at the gateway until its next write fails: at most the rest of the
 # stream (20 chunks, <= 20 ms apart) plus the upstream's latency (<= 200 ms).
@@ -362,3 +371,32 @@ def test_kafka_down_fails_open_or_closed_per_budget(replicas: Replicas) -> None:
     replicas.stop(proc)
     healthy = replicas.urls()[0]  # a replica that reaches Kafka serves the fail_closed budget
     assert ask(healthy, "closed", max_tokens=10, completion=10)[0] == 200
+
+
+def test_every_api_settles_to_the_ledgers_cost(replicas: Replicas) -> None:
+    """Chat, the Responses API (plain and streamed), embeddings, Anthropic Messages (streamed, and a stream the
+    client abandons) all settle through the one emit path: the replica's spent equals the priced ledger's."""
+    url, token, team = replicas.urls()[1], token_of(replicas), "apis"
+    headers = {"x-aimeter-team": team}
+    oa = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, default_headers=headers)
+    an = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, default_headers=headers)
+    oa.chat.completions.create(model="gpt-4o", max_tokens=300, messages=[
+        {"role": "user", "content": "fake: prompt=120 completion=250 cached=40"}])
+    oa.responses.create(model="gpt-4o", max_output_tokens=400, input="fake: prompt=90 completion=333 reasoning=30")
+    with oa.responses.stream(model="gpt-4o", max_output_tokens=500, input="fake: completion=420 chunks=5") as s:
+        s.until_done()
+    oa.embeddings.create(model="text-embedding-3-small", input="fake: prompt=700")
+    with an.messages.stream(model="claude-sonnet-4-6", max_tokens=600, messages=[
+            {"role": "user", "content": "fake: prompt=200 completion=510 cache_write_5m=50"}]) as s:
+        s.until_done()
+    with an.messages.stream(model="claude-sonnet-4-6", max_tokens=900, messages=[
+            {"role": "user", "content": "fake: completion=800 chunks=40 gap_ms=50 words=200"}]) as s:
+        for _ in zip(range(3), s.text_stream, strict=False):
+            pass  # leave after three deltas: a cancelled stream, its output estimated
+    spend, _ = ledger_spend(replicas, team, 6)
+    deadline = time.monotonic() + 30
+    while (view := budget_of(url, token, "apis-probe"))["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"\nsix requests over four APIs: replica spent ${view['spent_usd']}, ledger ${spend}")
+    assert Decimal(view["spent_usd"]) == spend
+    assert view["reserved_usd"] in ("0", "0E-12")

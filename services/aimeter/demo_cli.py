@@ -1,19 +1,16 @@
 """``aimeter demo --gateway-url URL``: the demo traffic of ``aimeter up --demo``, against a running gateway.
 
 docker-compose.yml's ``demo`` profile runs it beside the stack: it issues one key per demo team into
-the gateway's key file (a shared volume; gateways reload it within a second), then sends the same
-synthetic traffic through the gateway with the official openai SDK.
+the key store (the Kafka topic ai.keys.v1, or the key file with AIMETER_KEYS_STORE=file), waits until the
+gateway accepts them, then sends the same synthetic traffic through the gateway with the official openai SDK.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 
 from aimeter.settings import Settings
-
-KEY_RELOAD_S = 1.5  # gateways re-read the key file every second
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,15 +22,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from aimeter.local.demo import issue_demo_keys, revoke_demo_keys, run_traffic  # noqa: PLC0415 - openai SDK
+    from aimeter.keys_cli import key_admin  # noqa: PLC0415 - keep CLI start fast
+    from aimeter.local.demo import (  # noqa: PLC0415 - the openai SDK
+        issue_demo_keys,
+        revoke_demo_keys,
+        run_traffic,
+        wait_until_accepted,
+    )
 
-    keys = issue_demo_keys(settings.resolved_keys_file) if settings.auth == "keys" else {}
-    if keys:
-        time.sleep(KEY_RELOAD_S)
+    store = key_admin(settings)
+    base_url = args.gateway_url.rstrip("/")
+    keys = issue_demo_keys(store) if settings.auth == "keys" else {}
     try:
-        stats = asyncio.run(run_traffic(args.gateway_url.rstrip("/"), keys, args.seconds, args.concurrency))
+        try:
+            wait_until_accepted(base_url, keys)
+        except TimeoutError as exc:  # the traffic below then counts the failures and sets the exit code
+            print(f"demo: {exc}; sending anyway", flush=True)
+        stats = asyncio.run(run_traffic(base_url, keys, args.seconds, args.concurrency))
     finally:
-        revoked = revoke_demo_keys(settings.resolved_keys_file, keys)  # no demo key stays active
+        revoked = revoke_demo_keys(store, keys)  # no demo key stays active
     if revoked:
         print(f"demo: revoked the {revoked} gateway keys it made", flush=True)
     for sample in stats.error_samples:

@@ -75,7 +75,16 @@ class Settings(BaseSettings):
                                "upstream pool's 1024 connections per origin, so one key never holds all of them.")
     auth: Literal["keys", "none"] = Field(
         "keys", description="keys: every request needs a gateway-issued key; none: local/dev, team from headers.")
-    keys_file: Path | None = Field(None, description="Virtual key store; default <data dir>/keys.json.")
+    keys_file: Path | None = Field(
+        None, description="AIMETER_KEYS_STORE=file: the key store; kafka: what `aimeter keys import` reads by "
+                          "default. Default <data dir>/keys.json.")
+    keys_store: Literal["kafka", "file"] = Field(
+        "kafka", description="kafka (default): gateway keys live in the compacted topic ai.keys.v1 on "
+                             "AIMETER_KAFKA_BOOTSTRAP (or the local broker), shared by every gateway; file: "
+                             "the JSON file AIMETER_KEYS_FILE only (one host, or a shared volume).")
+    keys_start_wait_s: float = Field(
+        5.0, ge=0, description="Gateway start: how long to wait for the keys topic to be read to its end before "
+                               "serving from <data dir>/keys.snapshot.json instead.")
     topic_partitions: int = Field(
         4, ge=1, description="Partitions of ai.usage.v1 and its dead letters when this process creates them; an "
                              "existing topic is left as it is. One pricer consumes at most one partition's share.")

@@ -10,7 +10,8 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 
-from aimeter.gateway.keys import KeyFile, new_key
+from aimeter.gateway.keys import new_key
+from aimeter.gateway.keys_kafka import KeysTopic
 from aimeter.local.kafka import free_port
 from aimeter.local.stack import Stack
 from aimeter.settings import Settings
@@ -22,13 +23,13 @@ TEAM_PROJECTS = [("search", "ranking"), ("research", "evals"), ("support", "help
                  ("finance-cli-test", ""), ("keys-test", ""), ("metrics-probe", "helpdesk-bot")]
 
 
-def issue_keys(settings: Settings) -> dict[tuple[str, str], str]:
-    store = KeyFile(settings.resolved_keys_file)
-    records, keys = store.load(), {}
+def issue_keys(bootstrap: str) -> dict[tuple[str, str], str]:
+    """Written to the keys topic, as `aimeter keys create` does; the gateway reads it to its end before serving."""
+    records, keys = [], {}
     for team, project in TEAM_PROJECTS:
         keys[team, project], record = new_key(team, project, "", datetime.now(UTC))
-        records[record.key_id] = record
-    store.save(records)
+        records.append(record)
+    KeysTopic(bootstrap).put(records)
     return keys
 
 
@@ -43,7 +44,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                         pricer_metrics_port=free_port(),
                         config=config, max_body_bytes=1024 * 1024)
     running = Stack(settings, Path(config), fake_upstream_port=upstream_port)
-    running.keys = issue_keys(settings)  # type: ignore[attr-defined]
+    running.keys = issue_keys(kafka_bootstrap)  # type: ignore[attr-defined]
     try:
         running.start()
         yield running

@@ -11,7 +11,9 @@ import urllib.request
 
 import openai
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from aimeter.events import KEYS_TOPIC
 from aimeter.local.stack import settings_env
 from tests.support.stack import key_for, wait_for_row
 
@@ -68,10 +70,10 @@ def test_created_key_works_and_revoked_key_stops_working(stack):
                              capture_output=True, text=True, check=True, timeout=60)
     key = created.stdout.splitlines()[0]
     key_id = key.split("_")[1]
-    stored = stack.settings.resolved_keys_file.read_text()
-    assert key not in stored  # only the salted hash is kept
-    assert key.split("_")[2] not in stored
-    assert json.loads(stored)["keys"]
+    stored = topic_values(stack.settings.kafka_bootstrap, key_id)
+    assert stored  # the keys topic holds the key's record ...
+    assert all(key.split("_")[2] not in value for value in stored)  # ... only the salted hash, never the secret
+    assert all(json.loads(value)["digest"] for value in stored)
 
     client = openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=key, max_retries=0)
     _eventually(lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
@@ -83,8 +85,28 @@ def test_created_key_works_and_revoked_key_stops_working(stack):
     _eventually(rejected)
 
 
+def topic_values(bootstrap: str, key_id: str) -> list[str]:
+    """Every value the keys topic holds for ``key_id``, read raw from the beginning."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "keys-test-reader", "enable.auto.commit": False})
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(KEYS_TOPIC, 0), timeout=10)
+        consumer.assign([TopicPartition(KEYS_TOPIC, 0, OFFSET_BEGINNING)])
+        values, deadline = [], time.monotonic() + 30
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            if msg.key() == key_id.encode():
+                values.append(msg.value().decode())
+            if msg.offset() + 1 >= high:
+                return values
+        raise AssertionError(f"the keys topic was not read to offset {high} within 30 s")
+    finally:
+        consumer.close()
+
+
 def _eventually(check, timeout: float = 10.0) -> None:
-    """Key changes reach the gateway within its reload interval (1 s)."""
+    """Key changes reach the gateway well within this."""
     deadline = time.monotonic() + timeout
     while True:
         try:

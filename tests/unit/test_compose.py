@@ -160,10 +160,11 @@ def test_grafana_gets_the_plugin_and_our_provisioning():
 
 
 def test_the_demo_profile_command_issues_keys_and_reports_failed_traffic(tmp_path):
-    """`aimeter demo` (the demo service) writes one key per team to the shared key file, then drives the gateway;
-    with no gateway there, every request fails and the command says so with its exit code."""
+    """`aimeter demo` (the demo service) writes one key per team to the key store (here the file store), then
+    drives the gateway; with no gateway there, every request fails and the command says so with its exit code."""
     keys = tmp_path / "keys.json"
-    env = {"PATH": "/usr/bin:/bin", "AIMETER_KEYS_FILE": str(keys), "AIMETER_DATA_DIR": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "AIMETER_KEYS_FILE": str(keys), "AIMETER_DATA_DIR": str(tmp_path),
+           "AIMETER_KEYS_STORE": "file"}
     out = subprocess.run([sys.executable, "-m", "aimeter", "demo", "--gateway-url", "http://127.0.0.1:9",
                           "--seconds", "0.3", "--concurrency", "1"], capture_output=True, text=True, env=env,
                          timeout=60, check=False)

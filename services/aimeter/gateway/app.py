@@ -26,7 +26,7 @@ from aimeter.events.ids import new_event_id
 from aimeter.gateway.attribution import AttributionError, attribution_for
 from aimeter.gateway.event_json import encode_usage_event
 from aimeter.gateway.http1 import MAX_BODY
-from aimeter.gateway.keys import KeyFile, KeyRecord, verify
+from aimeter.gateway.keys import KeyRecord, KeyStore, verify
 from aimeter.gateway.metrics import GatewayMeter, exposition, registry_for
 from aimeter.gateway.providers import (
     match_route,
@@ -115,7 +115,7 @@ def body_user(request: dict[str, Any]) -> str:
 
 class Gateway:
     def __init__(self, config: GatewayConfig, sink: EventSink, *, gateway_id: str, max_body_bytes: int,
-                 upstream_timeout_s: float, keys: KeyFile | None,
+                 upstream_timeout_s: float, keys: KeyStore | None,
                  credentials: Callable[[Backend], str | None] = resolve_credential,
                  upstream_max_body_bytes: int = MAX_BODY, max_concurrent_per_key: int = 0,
                  metrics_token: str | None = None, tracer: Any = None, budgets: BudgetGate | None = None) -> None:
@@ -162,7 +162,8 @@ class Gateway:
                 return
 
     async def _reload_keys(self) -> None:
-        """New and revoked keys take effect within KEY_RELOAD_S, without a restart."""
+        """A key file's new and revoked keys take effect within KEY_RELOAD_S, without a restart (the Kafka store
+        needs no polling: its reader thread applies each record as it arrives, and refresh() does nothing)."""
         assert self.keys is not None
         while True:
             await asyncio.sleep(KEY_RELOAD_S)

@@ -15,7 +15,8 @@ import uvloop
 from aimeter.budgets.setup import gate_for
 from aimeter.config import GatewayConfig
 from aimeter.gateway.app import Gateway
-from aimeter.gateway.keys import KeyFile
+from aimeter.gateway.keys import KeyFile, KeyStore
+from aimeter.gateway.keys_kafka import KafkaKeyStore, describe
 from aimeter.gateway.publisher import KafkaPublisher
 from aimeter.gateway.server import Server, StartupError
 from aimeter.gateway.server_conn import Limits
@@ -51,6 +52,17 @@ def _tracer(settings: Settings, config: GatewayConfig) -> object | None:
     return otlp_recorder(settings.otel_endpoint, settings.gateway_id, config)
 
 
+def _key_store(settings: Settings, bootstrap: str) -> KeyStore | None:
+    """The keys topic (read to its end before serving, when Kafka answers in time), or the key file."""
+    if settings.auth != "keys":
+        return None
+    if settings.keys_store == "file":
+        return KeyFile(settings.resolved_keys_file)
+    store = KafkaKeyStore(bootstrap, settings.data_dir / "keys.snapshot.json", who=f"gateway {settings.gateway_id}")
+    store.start(settings.keys_start_wait_s)
+    return store
+
+
 def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> None:
     """Serve until SIGTERM/SIGINT, then flush the publisher; undelivered events go to the spool."""
     # The gateway serves (and journals) before Kafka answers.
@@ -64,7 +76,7 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
         delivery_timeout_s=settings.kafka_delivery_timeout_s, spool_max_bytes=settings.spool_max_bytes,
         fail_closed=settings.spool_full_policy == "closed", gateway_id=settings.gateway_id)
     publisher.start()
-    keys = KeyFile(settings.resolved_keys_file) if settings.auth == "keys" else None
+    keys = _key_store(settings, bootstrap)
     app = Gateway(config, publisher, gateway_id=settings.gateway_id, max_body_bytes=settings.max_body_bytes,
                   upstream_timeout_s=settings.upstream_timeout_s, keys=keys,
                   upstream_max_body_bytes=settings.upstream_max_body_bytes,
@@ -72,7 +84,7 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
                   metrics_token=ensure_token(settings.resolved_metrics_token_file), tracer=_tracer(settings, config),
                   budgets=gate_for(config, bootstrap, clickhouse_url=settings.resolved_clickhouse_url,
                                    query_port=settings.query_port))
-    auth = f"keys from {settings.resolved_keys_file}" if keys else "NONE (auth=none: team from X-Aimeter-Team)"
+    auth = describe(keys) if keys else "NONE (auth=none: team from X-Aimeter-Team)"
     print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}; auth: {auth}", flush=True)
     # The server restores this handler once it stops; with the default SIGTERM action a second signal would kill
     # us before the publisher is flushed and undelivered events are spooled. Ignore it.
@@ -88,6 +100,8 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
             print(f"gateway: startup failed: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(3) from None
     finally:
+        if isinstance(keys, KafkaKeyStore):
+            keys.close()
         publisher.close()
         stats = publisher.stats
         print(f"gateway: stopped; events emitted={stats.emitted} journaled={publisher.journal.appended} "

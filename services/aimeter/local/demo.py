@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from typing import Any
 import anthropic
 import openai
 
-from aimeter.gateway.keys import KeyFile, new_key, split_key
+from aimeter.gateway.keys import KeyAdmin, new_key, split_key
 
 TEAMS = {"search": "ranking", "support": "helpdesk-bot", "research": "evals", "platform": "codegen"}
 MODELS = [("gpt-4o-mini", 5), ("gpt-4o", 2), ("claude-haiku-4-5", 2), ("llama-3.1-70b", 3)]
@@ -52,30 +54,50 @@ def directive(rng: random.Random) -> tuple[str, int]:
     return f"fake: prompt={prompt} completion={completion} cached={cached}", prompt + completion
 
 
-def issue_demo_keys(path: Path) -> dict[str, str]:
-    """One gateway key per demo team, created the way `aimeter keys create` does."""
-    store = KeyFile(path)
-    records = store.load()
-    keys = {}
+def issue_demo_keys(store: KeyAdmin) -> dict[str, str]:
+    """One gateway key per demo team, created the way `aimeter keys create` does (in the keys topic, or the
+    key file with AIMETER_KEYS_STORE=file)."""
+    keys, records = {}, []
     for team, project in TEAMS.items():
         keys[team], record = new_key(team, project, "", datetime.now(UTC))
-        records[record.key_id] = record
-    store.save(records)
+        records.append(record)
+    store.put(records)
     return keys
 
 
-def revoke_demo_keys(path: Path, keys: dict[str, str]) -> int:
+def wait_until_accepted(base_url: str, keys: dict[str, str], timeout: float = 10.0) -> None:
+    """Until the gateway accepts every key (its model list, answered without an upstream): a new key reaches a
+    gateway within milliseconds from the topic, within a second from a key file. Only a 401 is waited out;
+    a gateway that does not answer is left to the traffic, which counts the failures."""
+    deadline = time.monotonic() + timeout
+    for key in keys.values():
+        request = urllib.request.Request(  # noqa: S310 - the gateway URL we were given
+            f"{base_url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - the gateway URL we were given
+                    break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 401:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the gateway at {base_url} still refused the demo keys after "
+                                       f"{timeout:.0f} s (401)") from None
+                time.sleep(0.05)
+            except OSError:
+                return
+
+
+def revoke_demo_keys(store: KeyAdmin, keys: dict[str, str]) -> int:
     """Revoke the keys ``issue_demo_keys`` made, as `aimeter keys revoke` would: a demo leaves no active key
     behind (they stay listed, revoked, like any other key). Returns how many were revoked."""
     ids = {parts[0] for parts in map(split_key, keys.values()) if parts is not None}
     if not ids:
         return 0
-    store = KeyFile(path)
     records, now = store.load(), datetime.now(UTC).isoformat()
-    revoked = [key_id for key_id in ids if key_id in records and records[key_id].active]
-    for key_id in revoked:
-        records[key_id] = replace(records[key_id], revoked_at=now)
-    store.save(records)
+    revoked = [replace(records[key_id], revoked_at=now) for key_id in sorted(ids)
+               if key_id in records and records[key_id].active]
+    store.put(revoked)
     return len(revoked)
 
 

@@ -15,7 +15,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aimeter.local.demo import DemoStats, issue_demo_keys, revoke_demo_keys, run_traffic, self_hosted_notes
+from aimeter.gateway.keys_kafka import KafkaUnreachableError
+from aimeter.keys_cli import key_admin
+from aimeter.local.demo import (
+    DemoStats,
+    issue_demo_keys,
+    revoke_demo_keys,
+    run_traffic,
+    self_hosted_notes,
+    wait_until_accepted,
+)
 from aimeter.local.stack import Stack, StackError
 from aimeter.reports.format import render
 from aimeter.reports.queries import count_query, self_hosted_use_query
@@ -75,38 +84,45 @@ def run_up(settings: Settings, config_path: Path, *, demo: bool, keep_running: b
            upstream_port: int | None) -> int:
     stack = Stack(settings, config_path, fake_upstream_port=upstream_port)
     signal.signal(signal.SIGTERM, _interrupt)
-    # Demo keys exist before the gateway starts, so its first load already has them.
-    keys = issue_demo_keys(settings.resolved_keys_file) if demo and settings.auth == "keys" else {}
+    keys: dict[str, str] = {}
     try:
         stack.start()
         if settings.alerts_webhook_url:  # soft-budget and spend-spike alerts, supervised like the other parts
             stack.start_child("alerts")
+        if demo and settings.auth == "keys":
+            # Issued once Kafka runs (the keys topic is the store); the demo starts when the gateway accepts them.
+            keys = issue_demo_keys(key_admin(settings, stack.bootstrap))
+            wait_until_accepted(stack.gateway_url, keys)
         print(f"up: gateway ready at {stack.gateway_url}/v1 (OpenAI-compatible)", flush=True)
         code = 0
         print(f"up: {stack.status()}", flush=True)
         if demo:
             code = _demo(stack, seconds, keys)
-            _revoke(settings, keys)
+            _revoke(settings, stack.bootstrap, keys)
         if keep_running:
             print("up: serving; a part that exits is restarted; Ctrl-C stops everything", flush=True)
             while True:
                 supervise(stack)
                 time.sleep(0.5)
         return code
-    except StackError as exc:
+    except (StackError, KafkaUnreachableError, TimeoutError) as exc:
         print(f"aimeter up: {exc}", flush=True)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        _revoke(settings, keys)  # (after Ctrl-C or a failure too)
+        _revoke(settings, stack.bootstrap, keys)  # (after Ctrl-C or a failure too)
         print("up: stopping", flush=True)
         stack.stop()
 
 
-def _revoke(settings: Settings, keys: dict[str, str]) -> None:
+def _revoke(settings: Settings, bootstrap: str, keys: dict[str, str]) -> None:
     """The demo's keys are revoked once its traffic is done: it leaves no active key behind."""
-    revoked = revoke_demo_keys(settings.resolved_keys_file, keys)
+    try:
+        revoked = revoke_demo_keys(key_admin(settings, bootstrap), keys)
+    except ValueError as exc:  # Kafka gone (e.g. Ctrl-C while it stopped): say which keys stay active
+        print(f"demo: could not revoke its keys ({exc}); revoke them with `aimeter keys revoke`", flush=True)
+        return
     if revoked:
         print(f"demo: revoked the {revoked} gateway keys it made (`aimeter keys list` shows them as revoked)",
               flush=True)

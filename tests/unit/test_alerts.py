@@ -75,13 +75,13 @@ class Receiver:
 
     async def start(self) -> Receiver:
         app = web.Application()
-        app.router.add_post("/hook", self.handle)
+        app.router.add_post("/services/T0/B0/secret-token", self.handle)  # a Slack webhook's path is its secret
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
+        self.url = f"http://127.0.0.1:{port}/services/T0/B0/secret-token"
         return self
 
     async def stop(self) -> None:
@@ -244,7 +244,7 @@ async def test_a_restart_does_not_refire(receiver: Receiver):
 
 
 @on_session_loop
-async def test_a_failing_webhook_is_retried_and_posted_once():
+async def test_a_failing_webhook_is_retried_and_posted_once(caplog):
     receiver = await Receiver(fail=3).start()
     try:
         async with consumer(receiver.url) as (alerter, broker, log):
@@ -257,6 +257,10 @@ async def test_a_failing_webhook_is_retried_and_posted_once():
     assert receiver.attempts == 4
     assert [p["threshold_pct"] for p in receiver.payloads] == ["50"]
     assert len(log) == 1
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 3
+    assert "answered 500" in retries[0]
+    assert "secret-token" not in caplog.text  # the log names the host, never the webhook's path
 
 
 @on_session_loop

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -18,11 +19,18 @@ from aimeter.alerts.rules import Alert
 log = logging.getLogger("aimeter.alerts")
 
 
+def where(url: str) -> str:
+    """The URL fit for a log line: scheme and host only. A Slack webhook's path is its secret."""
+    parsed = urlsplit(url)
+    return f"{parsed.scheme}://{parsed.hostname}{f':{parsed.port}' if parsed.port else ''}/…"
+
+
 class Webhook:
     """One webhook URL, one connection pool; :meth:`post` returns once the receiver took the alert."""
 
     def __init__(self, url: str, timeout_s: float = 10.0, backoff_s: float = 1.0, backoff_max_s: float = 60.0) -> None:
         self.url = url
+        self.where = where(url)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -36,7 +44,7 @@ class Webhook:
             if problem is None:
                 return
             log.warning("alert %s: webhook %s %s; retrying in %.0f s (it is recorded as fired only after a 2xx)",
-                        alert.key, self.url, problem, delay)
+                        alert.key, self.where, problem, delay)
             await asyncio.sleep(delay)
             delay = min(self.backoff_max_s, delay * 2)
 

@@ -18,6 +18,7 @@ from aimeter.config import Backend
 from aimeter.events import Attribution
 
 _NO_TAGS = Tags({})
+MAX_ROUTES = 10_000  # (backend, model, api, batch tag, minute) tariffs kept; cleared when full
 
 
 class BudgetGate:
@@ -29,6 +30,7 @@ class BudgetGate:
         self.max_delay_s = 0.0  # the largest "ended on a replica -> counted here" so far
         self.pending: dict[str, tuple[Reservation, float]] = {}
         self._minute = (-1, "")
+        self._tariffs: dict[tuple[Any, ...], tuple[Route, Any]] = {}
         self.largest = 0  # the largest reservation so far (units): c_max in the overshoot bound
 
     def _started_text(self, at: float) -> str:
@@ -43,18 +45,26 @@ class BudgetGate:
         if self.follower is not None:
             self.drain(self.follower)
         scopes = Scopes(attribution.api_key_id, attribution.team, attribution.project, attribution.user)
-        if not self.ledger.applicable(scopes):
+        accounts = self.ledger.applicable(scopes)
+        if not accounts:
             return
         limit = self.config.output_limits.get(model, self.config.output_limit)
         usage = worst_usage(body, body_bytes, limit, embeddings="embed" in api)
-        tags = Tags(attribution.tags) if attribution.tags else _NO_TAGS
-        route = Route(backend.deployment.value, backend_name, backend.provider, model, "", api, tags,
-                      self._started_text(now))
-        worst = self.costs.worst_case(route, usage) or 0  # unpriced model: nothing to reserve (README)
-        reservation = self.ledger.reserve(scopes, worst, now)
-        if reservation is not None:
-            self.largest = max(self.largest, worst)
-            self.pending[event_id] = (reservation, now)
+        # The tariff of this route and minute, kept here: the pricer's memo needs a Route and its key first.
+        batch = attribution.tags.get("batch") if attribution.tags else None
+        key = (backend_name, model, api, batch, int(now // 60))
+        found = self._tariffs.get(key)
+        if found is None:
+            tags = Tags(attribution.tags) if attribution.tags else _NO_TAGS
+            route = Route(backend.deployment.value, backend_name, backend.provider, model, "", api, tags,
+                          self._started_text(now))
+            if len(self._tariffs) > MAX_ROUTES:
+                self._tariffs.clear()
+            found = self._tariffs[key] = (route, self.costs.tariff(route))
+        worst = self.costs.worst_case(found[0], usage, found[1]) or 0  # unpriced model: nothing to reserve
+        reservation = self.ledger.reserve_in(accounts, worst, now)
+        self.largest = max(self.largest, worst)
+        self.pending[event_id] = (reservation, now)
 
     def settle(self, event_id: str, payload: bytes) -> None:
         """The event is emitted: commit its real cost, priced as the pricer prices it."""

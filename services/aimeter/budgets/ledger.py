@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from aimeter.budgets.model import Budget, KafkaDown, ScopeKind, budget_window
 
@@ -68,18 +69,13 @@ class Account:
         return self.limit - self.committed - self.reserved
 
 
-@dataclass(frozen=True, slots=True)
-class Scopes:
-    """The attribution a request is charged to: one value per scope kind ('' = none)."""
+class Scopes(NamedTuple):
+    """The attribution a request is charged to: one value per scope kind ('' = none). A tuple: built per request."""
 
     key: str = ""
     team: str = ""
     project: str = ""
     user: str = ""
-
-    def pairs(self) -> tuple[tuple[ScopeKind, str], ...]:
-        return ((ScopeKind.KEY, self.key), (ScopeKind.TEAM, self.team), (ScopeKind.PROJECT, self.project),
-                (ScopeKind.USER, self.user))
 
 
 @dataclass(slots=True)
@@ -138,12 +134,13 @@ class Ledger:
         return [a for accounts in self.by_scope.values() for a in accounts]
 
     def applicable(self, scopes: Scopes) -> list[Account]:
-        found: list[Account] = []
-        for pair in scopes.pairs():
-            if pair[1]:
-                accounts = self.by_scope.get(pair)
-                if accounts:
-                    found += accounts
+        """The accounts of every budget on the request's key, team, project or user (four dict lookups)."""
+        get, found = self.by_scope.get, []
+        for pair in ((ScopeKind.KEY, scopes.key), (ScopeKind.TEAM, scopes.team),
+                     (ScopeKind.PROJECT, scopes.project), (ScopeKind.USER, scopes.user)):
+            accounts = get(pair)
+            if accounts:
+                found += accounts
         return found
 
     def reserve(self, scopes: Scopes, worst: int, now: float) -> Reservation | None:
@@ -151,8 +148,10 @@ class Ledger:
 
         Raises :class:`Refusal` naming the first hard budget that cannot fit it (nothing is reserved then)."""
         accounts = self.applicable(scopes)
-        if not accounts:
-            return None
+        return self.reserve_in(accounts, worst, now) if accounts else None
+
+    def reserve_in(self, accounts: list[Account], worst: int, now: float) -> Reservation:
+        """:meth:`reserve` in accounts the caller already looked up (:meth:`applicable`)."""
         for account in accounts:
             if now >= account.reset or now < account.start:
                 account.roll(now)

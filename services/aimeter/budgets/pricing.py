@@ -55,15 +55,24 @@ def output_cap(body: dict[str, Any], limit: int) -> int:
     return min([limit, *caps])
 
 
-_Usage = fastparse.struct_for(TokenUsage)  # the pricer's fast twin of TokenUsage: ~20x cheaper to build
+class WorstUsage:
+    """A usage of only input and output tokens (every other class 0), as pricing reads one (``UsageCounts``);
+    a plain object, since a pydantic TokenUsage costs ~10x more to build and this one is built per request."""
+
+    __slots__ = ("input_tokens", "output_tokens")
+    cache_read_input_tokens = cache_creation_input_tokens = cache_creation_5m_input_tokens = 0
+    cache_creation_1h_input_tokens = input_audio_tokens = input_image_tokens = 0
+    reasoning_output_tokens = output_audio_tokens = output_image_tokens = 0
+
+    def __init__(self, input_tokens: int, output_tokens: int) -> None:
+        self.input_tokens, self.output_tokens = input_tokens, output_tokens
 
 
-def worst_usage(body: dict[str, Any], body_bytes: int, limit: int, embeddings: bool = False) -> Any:
+def worst_usage(body: dict[str, Any], body_bytes: int, limit: int, embeddings: bool = False) -> WorstUsage:
     """The prompt estimate as input tokens: the whole body at ~4 bytes a token, rounded up (it errs high: the
     JSON around the prompt counts too, and walking the body for its text costs ~10x more); the output cap as
     output (embeddings generate none)."""
-    output = 0 if embeddings else output_cap(body, limit)
-    return _Usage(input_tokens=-(-body_bytes // 4), output_tokens=output)
+    return WorstUsage(-(-body_bytes // 4), 0 if embeddings else output_cap(body, limit))
 
 
 def utc_minute(at: datetime) -> str:
@@ -77,10 +86,18 @@ class Costs:
         self.book = book
         self.memo = tariffs(book)
 
-    def worst_case(self, route: Route, usage: Any) -> int | None:
+    def tariff(self, route: Route) -> Any:
+        """The pricer's memoized tariff for ``route`` (its minute), or None: then :meth:`worst_case` asks the
+        reference path."""
+        try:
+            return self.memo.get(route_key(route, self.memo.by_minute))
+        except Exception:  # noqa: BLE001 - a key the memo cannot build: the reference path decides
+            return None
+
+    def worst_case(self, route: Route, usage: Any, tariff: Any = None) -> int | None:
         """Units (1e-12 USD) ``usage`` costs on ``route``; None when nobody prices the model."""
         try:
-            return components_sum(self.memo.get(route_key(route, self.memo.by_minute)).charge(usage)[0])
+            return components_sum((tariff or self.memo.get(route_key(route, self.memo.by_minute))).charge(usage)[0])
         except Exception:  # noqa: BLE001 - the tariff defers (or cannot key it): the reference path decides
             event = UsageEvent(event_id="00000000-0000-7000-8000-000000000000", started_at=route.started_at,
                                ended_at=route.started_at, api=route.api, backend=route.backend,

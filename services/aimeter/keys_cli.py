@@ -42,7 +42,8 @@ def key_admin(settings: Settings, bootstrap: str | None = None) -> KeyAdmin:
     ``bootstrap``, else AIMETER_KAFKA_BOOTSTRAP, else the local broker (127.0.0.1:AIMETER_KAFKA_PORT)."""
     if settings.keys_store == "file":
         return KeyFile(settings.resolved_keys_file)
-    return KeysTopic(bootstrap or settings.kafka_bootstrap or f"127.0.0.1:{settings.kafka_port}")
+    return KeysTopic(bootstrap or settings.kafka_bootstrap or f"127.0.0.1:{settings.kafka_port}",
+                     partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor)
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:

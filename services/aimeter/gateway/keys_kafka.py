@@ -31,6 +31,7 @@ PARTITION = TopicPartition(KEYS_TOPIC, 0)
 # after 100 ms, and a lost broker is retried within a second, not librdkafka's default 10 s.
 _READER_CONFIG = {
     "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": False,
+    "auto.offset.reset": "earliest",  # an offset compacted away mid-read: start over, never skip to the end
     "fetch.wait.max.ms": 100, "fetch.error.backoff.ms": 100, "fetch.queue.backoff.ms": 10,
     "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000, "topic.metadata.refresh.interval.ms": 10_000,
 }
@@ -70,12 +71,21 @@ def _unknown_topic(exc: KafkaException) -> bool:
     return code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC)
 
 
+def _position(consumer: Consumer) -> int:
+    """The next offset this consumer will read (-1 before its first fetch)."""
+    return int(consumer.position([PARTITION])[0].offset)
+
+
 class KeysTopic:
     """``aimeter keys``'s store: reads the whole topic, writes records with acks=all and waits for them."""
 
-    def __init__(self, bootstrap: str, timeout: float = ANSWER_S) -> None:
+    def __init__(self, bootstrap: str, timeout: float = ANSWER_S, *, partitions: int = 4,
+                 replication_factor: int = -1) -> None:
         self.bootstrap = bootstrap
         self.timeout = timeout
+        # Used when this command is the first to reach a new cluster: it creates every topic, as a gateway would.
+        self.partitions = partitions
+        self.replication_factor = replication_factor
 
     def where(self) -> str:
         return f"Kafka topic {KEYS_TOPIC} at {self.bootstrap}"
@@ -122,7 +132,9 @@ class KeysTopic:
         if not values:
             return
         try:
-            ensure_topics(self.bootstrap, timeout=self.timeout)  # compacted, before anything can auto-create it
+            # The keys topic compacted, before anything could auto-create it as a plain log.
+            ensure_topics(self.bootstrap, partitions=self.partitions, timeout=self.timeout,
+                          replication_factor=self.replication_factor)
         except KafkaException:
             raise self._unreachable("nothing was written") from None
         producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True,
@@ -219,6 +231,8 @@ class KafkaKeyStore:
                 if dirty and self.caught_up.is_set():
                     self._write_snapshot()
                     dirty = False
+                elif not self.caught_up.is_set() and _position(consumer) >= high:
+                    self._swap(fresh)  # the end offset was not a record's (e.g. a transaction marker)
                 continue
             self._log.answered()
             key, value, offset = msg.key(), msg.value(), msg.offset() or 0

@@ -12,8 +12,7 @@ import pytest
 
 from aimeter.gateway.journal import (
     Journal,
-    emitted_counts,
-    hour_counts,
+    hours_in,
     list_segments,
     load_counts,
     read_records,
@@ -101,21 +100,27 @@ def test_truncate_torn_tail_of_a_plain_file(tmp_path: Path) -> None:
 
 
 def test_counts_fold_segments_once(tmp_path: Path) -> None:
-    journal_dir, counts = tmp_path / "j", tmp_path / "counts.json"
+    from aimeter.gateway.publisher import KafkaPublisher  # noqa: PLC0415
+
+    journal_dir, counts = tmp_path / "gw.journal", tmp_path / "counts.json"
     journal = Journal(journal_dir, segment_bytes=64 * 1024)
     journal.open()
     for i in range(3):
         journal.append(event(i, hour=19))
     journal.append(event(9, hour=20))
-    assert emitted_counts(counts, journal_dir) == Counter({"2026-12-06T19:00Z": 3, "2026-12-06T20:00Z": 1})
     journal.close()
     segment = journal.closed[0]
-    save_counts(counts, hour_counts(read_records(segment.path)), segment.seq)
-    # Folded but not deleted yet (a crash in between): still counted once.
-    assert emitted_counts(counts, journal_dir) == Counter({"2026-12-06T19:00Z": 3, "2026-12-06T20:00Z": 1})
-    segment.path.unlink()
-    assert emitted_counts(counts, journal_dir) == Counter({"2026-12-06T19:00Z": 3, "2026-12-06T20:00Z": 1})
+    assert hours_in(segment.path.read_bytes()) == Counter({"2026-12-06T19:00Z": 3, "2026-12-06T20:00Z": 1})
+    save_counts(counts, hours_in(segment.path.read_bytes()), segment.seq)
     assert load_counts(counts)[1] == segment.seq
+    # Folded but not deleted yet (a crash in between): the next start counts it once and deletes it.
+    publisher = KafkaPublisher("127.0.0.1:1", tmp_path / "gw.jsonl", "/test", counts_path=counts,
+                               journal_dir=journal_dir, delivery_timeout_s=60)
+    publisher.start()
+    assert publisher.emitted_hours() == Counter({"2026-12-06T19:00Z": 3, "2026-12-06T20:00Z": 1})
+    assert not segment.path.exists()
+    assert publisher.stats.replayed == 0
+    publisher.close(timeout=0.1)
 
 
 def test_old_flat_counts_file_still_reads(tmp_path: Path) -> None:
@@ -199,8 +204,9 @@ def test_publisher_without_kafka_journals_spools_at_stop_and_counts_once(tmp_pat
     for i in range(5):
         publisher.publish_encoded(event(i), f"e{i}", now, now)
     assert publisher.metrics()["aimeter_events_journaled_total"] == 5
-    assert emitted_counts(counts, tmp_path / "spool" / "gw.journal") == Counter({"2026-12-06T19:00Z": 5})
+    assert publisher.emitted_hours() == Counter({"2026-12-06T19:00Z": 5})
     publisher.close(timeout=0.5)
     assert len(read_records(tmp_path / "spool" / "gw.jsonl")) == 5
     assert list_segments(tmp_path / "spool" / "gw.journal") == []  # all spooled: retired
-    assert emitted_counts(counts, tmp_path / "spool" / "gw.journal") == Counter({"2026-12-06T19:00Z": 5})
+    assert load_counts(counts)[0] == Counter({"2026-12-06T19:00Z": 5})
+    assert publisher.emitted_hours() == Counter({"2026-12-06T19:00Z": 5})

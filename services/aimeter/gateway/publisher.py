@@ -9,7 +9,7 @@ What Kafka refuses (delivery timeout, full local queue, shutdown) goes to the fs
 re-published once the cluster answers again. If the spool cannot take it (full, or its disk is), the
 event is handed back to librdkafka and kept in memory, and the journal segments are kept too, so a
 crash still finds it at the next start. A journal segment is retired (its per-hour counts folded into
-the counts file that ``aimeter reconcile`` reads, then the file deleted) once every event in it was
+the counts file, which keeps this gateway's totals across restarts, then the file deleted) once every event in it was
 acknowledged or spooled: librdkafka reports every message within ``message.timeout.ms``, so a segment
 closed longer ago than that (plus a margin for the report to be served) is settled.
 

@@ -1,9 +1,10 @@
 # Benchmarks (see benchmarks/README.md). Tests and the stack have their own scripts: scripts/test, scripts/aimeter.
-.PHONY: bench bench-smoke bench-journal bench-metrics bench-scale drill
+.PHONY: bench bench-smoke bench-journal bench-metrics bench-limits bench-scale drill
 
 bench:  ## full run (~25 min): writes benchmarks/results/{results.json,results.md,chart.png}; then the metrics' cost
 	BENCH_COMMAND="make bench" benchmarks/run.sh
 	$(MAKE) bench-metrics
+	$(MAKE) bench-limits
 
 bench-smoke:  ## <1 min, tiny counts, results in a temp dir (what CI runs through the smoke test)
 	BENCH_COMMAND="make bench-smoke" benchmarks/run.sh --smoke
@@ -13,6 +14,11 @@ bench-journal:  ## the gateway journal's CPU per event on the publish path (budg
 
 bench-metrics:  ## the gateway's Prometheus updates, CPU per request (budget: 3 us), pinned to core 1
 	taskset -c 1 .venv/bin/python -m benchmarks.metrics_micro
+
+bench-limits:  ## ~4 min: rate-limit and budget checks, CPU per request (budget check target: 5 us), micro then gateway A/B
+	taskset -c 1 .venv/bin/python -m benchmarks.ratelimit_micro
+	taskset -c 1 .venv/bin/python -m benchmarks.budget_check
+	.venv/bin/python -m benchmarks.limits_compare --out benchmarks/results/limits_compare.json
 
 bench-scale:  ## not in CI (~1 h, ~25 GB at 100M): 1M/10M/100M events, raw FINAL vs the hourly rollups -> benchmarks/results/scale.{md,json,svg}
 	.venv/bin/python -m benchmarks.scale --root $${BENCH_SCALE_DIR:-/tmp/aimeter-bench-scale}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import anthropic
@@ -39,13 +40,15 @@ rate_limits:
     delta: {{tpm: 500}}
     epsilon: {{tpm: 600}}
 """
-TEAMS = ("alpha", "beta", "gamma", "delta", "epsilon", "unlimited")
+TEAMS = ("alpha", "beta", "gamma", "delta", "epsilon", "unlimited", "zeta")
 
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory) -> Iterator[tuple[int, Sink, dict[str, str]]]:
     """(gateway port, the events it emitted, team -> the secret of a key of that team)."""
     issued = {team: new_key(team, "", "", datetime.now(UTC)) for team in TEAMS}
+    secret, record = issued["zeta"]
+    issued["zeta"] = secret, replace(record, limits={"rpm": 1, "tpm": 5000})  # the key store's own limits
     store = KeyFile(tmp_path_factory.mktemp("ratelimit") / "keys.json")
     store.save({record.key_id: record for _, record in issued.values()})
     config = CONFIG.format(port="{port}", rpm_key=issued["alpha"][1].key_id)
@@ -190,3 +193,13 @@ def test_embeddings_and_the_responses_api_count_through_the_same_path(edge):
     last = _chat(client, "fake: prompt=5 completion=5", max_tokens=500)
     reserved_last = 600 - used_embedding - used_response - int(last.headers["x-ratelimit-remaining-tokens"])
     assert 500 < reserved_last < 600
+
+
+def test_a_key_records_own_limits_apply(edge):
+    """Limits kept on the key's record in the key store (``limits``), with no line of config for the key."""
+    port, _, keys = edge
+    client = _openai(port, keys["zeta"])
+    first = _chat(client)
+    assert (first.headers["x-ratelimit-limit-requests"], first.headers["x-ratelimit-limit-tokens"]) == ("1", "5000")
+    with pytest.raises(openai.RateLimitError, match="1 requests per minute"):
+        _chat(client)

@@ -146,6 +146,11 @@ def test_the_config_the_apps_read_is_in_the_image():
     assert "COPY examples" in (ROOT / "Dockerfile").read_text(encoding="utf-8")
 
 
+def test_the_gateway_id_survives_a_recreated_container():
+    """The default id holds the hostname, a container's id: a recreated gateway would not replay its journal."""
+    assert SERVICES["gateway"]["environment"]["AIMETER_GATEWAY_ID"]
+
+
 def test_grafana_gets_the_plugin_and_our_provisioning():
     grafana = SERVICES["grafana"]
     assert grafana["environment"]["GF_PLUGINS_PREINSTALL_SYNC"] == f"{PLUGIN_ID}@{PLUGIN_VERSION}"

@@ -297,6 +297,7 @@ def test_a_gateway_that_cannot_reach_kafka_serves_its_snapshot_says_so_and_catch
             written = time.monotonic()
             eventually_status(second.url, new, 200, timeout=30)
             eventually_status(second.url, key, 401, timeout=5)
+            assert "caught up with Kafka topic ai.keys.v1" in second.log_text()
             print(f"caught up with the new Kafka {time.monotonic() - written:.2f} s after the records were written")
         finally:
             kafka.stop()

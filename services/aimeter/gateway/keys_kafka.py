@@ -170,6 +170,8 @@ class KafkaKeyStore:
         self.who = who
         self.records: dict[str, KeyRecord] = {}
         self.caught_up = threading.Event()
+        self.answered = threading.Event()  # Kafka gave the topic's end offset
+        self._serving_snapshot = False
         self.skipped = 0  # records refused (malformed, wrong version, oversized): each logged once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -189,9 +191,13 @@ class KafkaKeyStore:
             log.info("%s: %d keys from Kafka topic %s at %s; following it for new keys and revocations",
                      self.who, len(self.records), KEYS_TOPIC, self.bootstrap)
             return True
-        log.warning("%s: Kafka at %s did not answer within %.0f s: serving the %d keys of the local snapshot %s; "
-                    "new keys and revocations apply once Kafka answers (the reader keeps trying)",
-                    self.who, self.bootstrap, wait_s, len(self.records), self.snapshot.path)
+        self._serving_snapshot = True
+        what = ("answered but its keys topic was not read to its end" if self.answered.is_set()
+                else "did not answer")
+        source = (f"the {len(self.records)} keys of the local snapshot {self.snapshot.path}"
+                  if self.snapshot.path.exists() else f"no keys (there is no local snapshot {self.snapshot.path} yet)")
+        log.warning("%s: Kafka at %s %s within %.0f s: serving %s; new keys and revocations apply once it is read "
+                    "(the reader keeps trying)", self.who, self.bootstrap, what, wait_s, source)
         return False
 
     def close(self) -> None:
@@ -258,6 +264,7 @@ class KafkaKeyStore:
                 self._stop.wait(0.2)
                 continue
             self._log.answered()
+            self.answered.set()
             return 0 if high <= low else int(high)
         return None
 
@@ -266,6 +273,10 @@ class KafkaKeyStore:
         self.records = fresh
         self.caught_up.set()
         self._write_snapshot()
+        if self._serving_snapshot:
+            self._serving_snapshot = False
+            log.warning("%s: caught up with Kafka topic %s at %s: %d keys; the local snapshot is no longer served",
+                        self.who, KEYS_TOPIC, self.bootstrap, len(fresh))
 
     def _write_snapshot(self) -> None:
         try:

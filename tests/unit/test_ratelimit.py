@@ -88,8 +88,8 @@ def test_a_refused_request_fits_exactly_after_its_wait(rpm, tpm, steps):
         probe_early, probe = RateLimiter(), RateLimiter()
         for copy in (probe_early, probe):  # the same history, replayed into fresh limiters
             for window_scope, window in limiter.windows.items():
-                for entry in window.entries:
-                    copy.admit(entry.at, [(window_scope, Limit())], entry.tokens)
+                for at, amount in zip(window.times, window.amounts, strict=True):
+                    copy.admit(at, [(window_scope, Limit())], amount)
         assert decision.wait_ns > 0
         assert not probe_early.admit(now + decision.wait_ns - 1, [("key:a", Limit(rpm, tpm))], reserve).admitted
         assert probe.admit(now + decision.wait_ns, [("key:a", Limit(rpm, tpm))], reserve).admitted
@@ -116,7 +116,7 @@ def test_a_team_refusal_takes_nothing_from_the_key():
     assert not refused.admitted
     assert refused.scope == "team:t"
     assert refused.axis == "requests"
-    assert len(limiter.windows["key:a"].entries) == 1
+    assert len(limiter.windows["key:a"].times) == 1
     assert refused.requests is not None
     assert refused.requests.remaining == 0
 

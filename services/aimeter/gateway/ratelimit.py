@@ -41,48 +41,61 @@ class Limit:
         return bool(self.rpm or self.tpm)
 
 
-class _Entry:
-    """One admitted request in one scope's log: when, and the tokens it holds (reserved, then settled)."""
-
-    __slots__ = ("at", "live", "tokens")
-
-    def __init__(self, at: int, tokens: int) -> None:
-        self.at, self.tokens, self.live = at, tokens, True
-
-
 class Window:
-    """One scope's log of the requests admitted in the last minute, oldest first, and their tokens.
+    """One scope's log of the requests admitted in the last minute, oldest first: when each was admitted, and the
+    tokens it holds (reserved, then settled). An entry admitted at ``t`` counts at every moment in
+    ``[t, t + WINDOW_NS)``.
 
-    An entry admitted at ``t`` counts at every moment in ``[t, t + WINDOW_NS)``."""
+    Two deques of integers rather than one object per entry: a busy key's window holds a minute of requests (tens
+    of thousands), and integers are not tracked by the garbage collector, which would otherwise walk them all on
+    every full collection (~8 ms per 72,000 entries measured here). An entry is named by its sequence number:
+    ``popped`` entries have expired so far, so entry ``seq`` sits at index ``seq - popped`` while it is held."""
 
-    __slots__ = ("entries", "tokens")
+    __slots__ = ("amounts", "popped", "times", "tokens")
 
     def __init__(self) -> None:
-        self.entries: deque[_Entry] = deque()
+        self.times: deque[int] = deque()
+        self.amounts: deque[int] = deque()
         self.tokens = 0
+        self.popped = 0
 
     def prune(self, now: int) -> None:
-        entries, cutoff = self.entries, now - WINDOW_NS
-        while entries and entries[0].at <= cutoff:
-            gone = entries.popleft()
-            self.tokens -= gone.tokens
-            gone.live = False
+        times, cutoff = self.times, now - WINDOW_NS
+        while times and times[0] <= cutoff:
+            times.popleft()
+            self.tokens -= self.amounts.popleft()
+            self.popped += 1
+
+    def push(self, now: int, tokens: int) -> int:
+        """Count one admitted request; returns its sequence number (for ``settle``)."""
+        self.times.append(now)
+        self.amounts.append(tokens)
+        self.tokens += tokens
+        return self.popped + len(self.times) - 1
+
+    def settle(self, seq: int, tokens: int) -> None:
+        """Entry ``seq`` now holds ``tokens``, if it has not expired. A settle follows its admit closely, so the
+        entry is near the deque's right end, where indexing starts."""
+        index = seq - self.popped
+        if index >= 0:
+            self.tokens += tokens - self.amounts[index]
+            self.amounts[index] = tokens
 
     def wait(self, limit: Limit, tokens: int, now: int) -> int | None:
         """Nanoseconds until one more request reserving ``tokens`` fits (0: it fits now; None: it never will).
         Call after ``prune(now)``: every entry then expires after ``now``, so a wait is never 0 when it is full."""
-        entries, wait = self.entries, 0
-        if limit.rpm and len(entries) >= limit.rpm:
+        times, wait = self.times, 0
+        if limit.rpm and len(times) >= limit.rpm:
             # The request fits once all but rpm - 1 of the entries expired: the (len - rpm)-th oldest is the last.
-            wait = entries[len(entries) - limit.rpm].at + WINDOW_NS - now
+            wait = times[len(times) - limit.rpm] + WINDOW_NS - now
         if limit.tpm and self.tokens + tokens > limit.tpm:
             if tokens > limit.tpm:
                 return None
             excess = self.tokens + tokens - limit.tpm
-            for entry in entries:  # only on a refusal
-                excess -= entry.tokens
+            for at, amount in zip(times, self.amounts, strict=True):  # only on a refusal
+                excess -= amount
                 if excess <= 0:
-                    wait = max(wait, entry.at + WINDOW_NS - now)
+                    wait = max(wait, at + WINDOW_NS - now)
                     break
         return wait
 
@@ -97,16 +110,15 @@ class Standing(NamedTuple):  # a tuple: built for every limited request, ~3x che
 
 
 class Decision:
-    """What ``RateLimiter.admit`` decided. Admitted: ``entry`` is the reservation to settle, held in ``windows``.
+    """What ``RateLimiter.admit`` decided. Admitted: ``held`` are the reservation's (window, entry) to settle.
     Refused: ``scope`` and ``axis`` name the limit that refused and ``wait_s`` when the request would fit
     (``NEVER``: too large ever). ``requests`` and ``tokens``: the tightest scope per axis, for the headers."""
 
-    __slots__ = ("admitted", "axis", "entry", "limit", "requests", "reserved", "scope", "tokens", "wait_ns",
-                 "wait_s", "windows")
+    __slots__ = ("admitted", "axis", "held", "limit", "requests", "reserved", "scope", "tokens", "wait_ns",
+                 "wait_s")
 
-    def __init__(self, admitted: bool, reserved: int, entry: _Entry | None = None,
-                 windows: list[Window] | None = None) -> None:
-        self.admitted, self.reserved, self.entry, self.windows = admitted, reserved, entry, windows or []
+    def __init__(self, admitted: bool, reserved: int, held: list[tuple[Window, int]] | None = None) -> None:
+        self.admitted, self.reserved, self.held = admitted, reserved, held
         self.requests: Standing | None = None
         self.tokens: Standing | None = None
         self.scope, self.axis, self.limit = "", "", Limit()  # axis: "requests" or "tokens"
@@ -131,23 +143,19 @@ class RateLimiter:
                 window = self.windows[scope] = Window()
             window.prune(now)
             windows.append(window)
-            if (limit.rpm and len(window.entries) >= limit.rpm) or (limit.tpm and window.tokens + tokens > limit.tpm):
+            if (limit.rpm and len(window.times) >= limit.rpm) or (limit.tpm and window.tokens + tokens > limit.tpm):
                 full = True
         if full:
             return self._refuse(now, scopes, windows, tokens)
-        # One entry, shared: it expires at the same moment in every window, and a settle adjusts each of them.
-        entry = _Entry(now, tokens)
-        for window in windows:
-            window.entries.append(entry)
-            window.tokens += tokens
-        return self._standings(now, scopes, windows, Decision(True, tokens, entry, windows))
+        held = [(window, window.push(now, tokens)) for window in windows]
+        return self._standings(now, scopes, windows, Decision(True, tokens, held))
 
     def _refuse(self, now: int, scopes: Sequence[tuple[str, Limit]], windows: list[Window], tokens: int) -> Decision:
         decision = Decision(False, tokens)
         for (scope, limit), window in zip(scopes, windows, strict=True):
             wait = window.wait(limit, tokens, now)
             if wait is None or wait > 0:
-                decision.axis = "requests" if limit.rpm and len(window.entries) >= limit.rpm else "tokens"
+                decision.axis = "requests" if limit.rpm and len(window.times) >= limit.rpm else "tokens"
                 decision.scope, decision.limit = scope, limit
                 decision.wait_ns = -1 if wait is None else wait
                 decision.wait_s = NEVER if wait is None else wait / 1e9
@@ -160,10 +168,10 @@ class RateLimiter:
         best_r = best_t = None
         for i, (scope, limit) in enumerate(scopes):
             window = windows[i] if windows else self.windows[scope]
-            entries = window.entries
-            reset = entries[-1].at + WINDOW_NS - now if entries else 0  # until the log is empty again
+            times = window.times
+            reset = times[-1] + WINDOW_NS - now if times else 0  # until the log is empty again
             if limit.rpm:
-                left = max(0, limit.rpm - len(entries))
+                left = max(0, limit.rpm - len(times))
                 if best_r is None or (left, -reset) < (best_r[1], -best_r[2]):
                     best_r = (limit.rpm, left, reset)
             if limit.tpm:
@@ -180,16 +188,12 @@ class RateLimiter:
     def settle(decision: Decision, tokens: int) -> None:
         """Replace the request's reservation by the ``tokens`` it really used, in each window still holding it
         (a request that outlived the window no longer counts there). Call once per admitted request."""
-        entry = decision.entry
-        if entry is None:
-            return
-        tokens = max(0, tokens)
-        if entry.live:  # not yet expired: every window holding it counts it (one not yet pruned drops it next)
-            delta = tokens - entry.tokens
-            for window in decision.windows:
-                window.tokens += delta
-            entry.tokens = tokens
-        decision.entry = None
+        held = decision.held
+        if held:
+            tokens = max(0, tokens)
+            for window, seq in held:
+                window.settle(seq, tokens)
+            decision.held = None
 
 
 # --- response headers, in the shapes the SDKs and their users read ---

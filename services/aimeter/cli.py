@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aimeter import demo_cli, keys_cli
+from aimeter.budgets import cli as budgets_cli
 from aimeter.config import ConfigError, GatewayConfig, load_config
 from aimeter.grafana import cli as grafana_cli
 from aimeter.reports import chargeback, reconcile
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     reprice.add_argument("--config", type=Path)
     reprice.set_defaults(func=cmd_reprice)
     keys_cli.register(sub)
+    budgets_cli.register(sub)
     reconcile.register(sub)
     chargeback.register(sub)
     grafana_cli.register(sub)

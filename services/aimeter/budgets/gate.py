@@ -1,23 +1,36 @@
 """The gateway's budget hook: reserve before forwarding, settle when the usage event is emitted.
 
 Runs on the gateway's event loop, so the ledger is only ever touched from that one thread (the topic follower
-hands its events over with ``call_soon_threadsafe``). A Refusal raised here becomes a 429 in the API's own
-error shape, with ``retry-after`` until the budget resets.
+leaves its events in an inbox the gate drains before each check). A Refusal raised here becomes a 429 in the
+API's own error shape, with ``retry-after`` until the budget resets.
+
+Budgets come from the config and from the gateway keys' records (``limits["budgets"]``). The key records are
+read once a second; when their budgets change, a new ledger is built beside the current one (spend loaded and
+the topic followed from a new cutoff) and replaces it once current: a change takes effect within seconds,
+with no restart. Requests in flight at the swap are counted when their events arrive, like another replica's.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aimeter.budgets.ledger import Ledger, Reservation, Scopes, to_usd
+from aimeter.budgets.model import Budget
 from aimeter.budgets.pricing import Costs, Route, Tags, worst_usage
-from aimeter.budgets.spec import BudgetsConfig
+from aimeter.budgets.spec import BudgetsConfig, key_budgets
 from aimeter.budgets.sync import TopicFollower
 from aimeter.config import Backend
 from aimeter.events import Attribution
 
+log = logging.getLogger(__name__)
 _NO_TAGS = Tags({})
+KEYS_EVERY_S = 1.0
+# Builds a ledger for a set of budgets and starts its follower (None: nothing to follow, no budgets).
+Rebuild = Callable[[list[Budget]], tuple[Ledger, TopicFollower | None]]
 MAX_ROUTES = 10_000  # (backend, model, api, batch tag, minute) tariffs kept; cleared when full
 
 
@@ -25,8 +38,14 @@ class BudgetGate:
     """Reservations of this replica's requests in flight, by event id."""
 
     def __init__(self, ledger: Ledger, costs: Costs, config: BudgetsConfig, follower: TopicFollower | None = None,
-                 ) -> None:
+                 *, keys: Any = None, fixed: list[Budget] | None = None, rebuild: Rebuild | None = None) -> None:
         self.ledger, self.costs, self.config, self.follower = ledger, costs, config, follower
+        # Key-store budgets: ``keys.records`` (a gateway KeyStore), the config's budgets, and how to rebuild.
+        self.keys, self.fixed, self.rebuild = keys, fixed or [], rebuild
+        self.key_budgets: dict[str, Budget] = {}
+        self._next_keys = 0.0
+        self._next: tuple[Ledger, TopicFollower | None] | None = None
+        self._problems: set[str] = set()
         self.max_delay_s = 0.0  # the largest "ended on a replica -> counted here" so far
         self.pending: dict[str, tuple[Reservation, float]] = {}
         self._minute = (-1, "")
@@ -42,8 +61,7 @@ class BudgetGate:
     def reserve(self, event_id: str, attribution: Attribution, *, backend_name: str, backend: Backend, model: str,
                 api: str, body: dict[str, Any], body_bytes: int, now: float) -> None:
         """Reserve the request's worst case in every budget that applies; raises ``Refusal`` when one is full."""
-        if self.follower is not None:
-            self.drain(self.follower)
+        self.refresh(now)
         scopes = Scopes(attribution.api_key_id, attribution.team, attribution.project, attribution.user)
         accounts = self.ledger.applicable(scopes)
         if not accounts:
@@ -106,8 +124,7 @@ class BudgetGate:
         """This replica's view of every budget (``GET /budgets``, ``aimeter budgets show``): amounts in USD text.
 
         ``max_delay_s`` (the bound's d) and ``largest_reservation_usd`` (its c_max) are what this replica saw."""
-        if self.follower is not None:
-            self.drain(self.follower)
+        self.refresh(now)
         budgets = []
         for account in self.ledger.accounts():
             if now >= account.reset or now < account.start:
@@ -123,3 +140,42 @@ class BudgetGate:
                 "remaining_usd": str(to_usd(account.remaining)), "in_flight": account.in_flight})
         return {"budgets": budgets, "ledger_current": self.ledger.kafka_ok, "max_delay_s": self.max_delay_s,
                 "largest_reservation_usd": str(to_usd(self.largest))}
+
+    def refresh(self, now: float) -> None:
+        """Before a check: the keys' budgets (once a second), a rebuilt ledger once current, the topic's news."""
+        if now >= self._next_keys and self.keys is not None:
+            self.sync_keys(now)
+        if self._next is not None:
+            self._swap_when_current()
+        if self.follower is not None:
+            self.drain(self.follower)
+
+    def sync_keys(self, now: float) -> None:
+        """Once a second: when the keys' budgets changed, start building the ledger for the new set."""
+        self._next_keys = now + KEYS_EVERY_S
+        wanted, problems = key_budgets(self.keys.records)
+        for problem in set(problems) - self._problems:
+            log.warning("budgets: %s", problem)
+        self._problems = set(problems)
+        if wanted == self.key_budgets or self.rebuild is None:
+            return
+        self.key_budgets = wanted
+        if self._next is not None and self._next[1] is not None:
+            _stop_later(self._next[1])
+        self._next = self.rebuild([*self.fixed, *wanted.values()])
+        log.info("budgets: key budgets changed (%d now); a new ledger replaces this one once current", len(wanted))
+
+    def _swap_when_current(self) -> None:
+        assert self._next is not None
+        ledger, follower = self._next
+        if follower is not None and not follower.current.is_set():
+            return
+        old, self._next = self.follower, None
+        self.ledger, self.follower = ledger, follower
+        if old is not None:
+            _stop_later(old)
+
+
+def _stop_later(follower: TopicFollower) -> None:
+    """Stop a follower off the event loop (closing its consumer can take a moment)."""
+    threading.Thread(target=follower.stop, name="budgets-follower-stop", daemon=True).start()

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aimeter.budgets.model import Budget, BudgetError, Enforcement, KafkaDown, Period, ScopeKind, zone
+
+
+def known_zone(value: str) -> str:
+    """``value`` when it names an IANA timezone; a ValueError pydantic reports with the field otherwise."""
+    try:
+        zone(value)
+    except BudgetError as exc:
+        raise ValueError(f"unknown IANA timezone {value!r} (e.g. 'Europe/Paris', 'UTC')") from exc
+    return value
 
 
 class BudgetSpec(BaseModel):
@@ -26,11 +37,7 @@ class BudgetSpec(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            zone(value)
-        except BudgetError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return known_zone(value)
 
     def budget(self) -> Budget:
         return Budget(self.name, self.scope, self.value, self.usd, self.period, self.timezone, self.enforcement,
@@ -58,3 +65,49 @@ class BudgetsConfig(BaseModel):
         if twice:
             raise ValueError(f"budget names must be unique; repeated: {', '.join(twice)}")
         return caps
+
+
+class KeyBudgetSpec(BaseModel):
+    """A budget in a gateway key's record (``limits["budgets"]``, written by ``aimeter budgets set --key``): its
+    scope is that key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=128)
+    usd: Decimal = Field(ge=0, decimal_places=12)
+    period: Period = Period.MONTH
+    timezone: str = "UTC"
+    enforcement: Enforcement = Enforcement.HARD
+    on_kafka_down: KafkaDown = KafkaDown.FAIL_OPEN
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return known_zone(value)
+
+    def budget(self, key_id: str) -> Budget:
+        return Budget(self.name, ScopeKind.KEY, key_id, self.usd, self.period, self.timezone, self.enforcement,
+                      self.on_kafka_down)
+
+    def entry(self) -> dict[str, str]:
+        """The JSON a key record's ``limits["budgets"]`` holds for it (Decimal as text)."""
+        return {k: str(v) for k, v in self.model_dump(mode="json").items()}
+
+
+def key_budgets(records: Mapping[str, Any]) -> tuple[dict[str, Budget], list[str]]:
+    """The budgets the active keys' records carry, by name, and one problem line per entry that was skipped."""
+    found: dict[str, Budget] = {}
+    problems: list[str] = []
+    for key_id, record in records.items():
+        limits = getattr(record, "limits", None) or {}
+        entries = limits.get("budgets") or []
+        if getattr(record, "revoked_at", "") or not isinstance(entries, list):
+            continue
+        for entry in entries:
+            try:
+                budget = KeyBudgetSpec.model_validate(entry).budget(key_id)
+            except ValueError as exc:
+                problems.append(f"key {key_id}: budget {entry!r} skipped: {exc}")
+                continue
+            found[budget.name] = budget
+    return found, problems

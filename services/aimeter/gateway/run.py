@@ -83,7 +83,7 @@ def run_gateway(settings: Settings, config: GatewayConfig, bootstrap: str) -> No
                   max_concurrent_per_key=settings.max_concurrent_per_key,
                   metrics_token=ensure_token(settings.resolved_metrics_token_file), tracer=_tracer(settings, config),
                   budgets=gate_for(config, bootstrap, clickhouse_url=settings.resolved_clickhouse_url,
-                                   query_port=settings.query_port))
+                                   query_port=settings.query_port, keys=keys))
     auth = describe(keys) if keys else "NONE (auth=none: team from X-Aimeter-Team)"
     print(f"gateway: listening on http://{settings.gateway_host}:{settings.gateway_port}; auth: {auth}", flush=True)
     # The server restores this handler once it stops; with the default SIGTERM action a second signal would kill

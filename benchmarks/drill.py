@@ -36,17 +36,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
-
-from aimeter.events import KEYS_TOPIC, USAGE_TOPIC
+from aimeter.events import USAGE_TOPIC
 from aimeter.kafka_admin import ensure_topics
-from aimeter.kafka_log import quiet_client
 from aimeter.local.kafka_cluster import KafkaCluster, NodeAddress, free_port_on
 from aimeter.store.client import query_endpoint_client
+from benchmarks.drill_kafka import busiest_leader, group_assignment, revoked_at, topic_settings
 from benchmarks.drill_load import Load, Stream
 from benchmarks.drill_net import KAFKA_ADDRS, Host, NetError, Network
 from benchmarks.drill_procs import Procs, clean_env
+from benchmarks.drill_report import verdicts, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 TEAMS = ("drill", "drill-revoked")
@@ -134,16 +132,6 @@ def scrape(url: str, token_file: Path) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in found if m}
 
 
-def group_assignment(bootstrap: str, group: str) -> list[int]:
-    """Partitions of the usage topic each member of ``group`` holds (an empty list when it does not answer)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **quiet_client(bootstrap, "drill-admin")})
-    try:
-        desc = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=10)
-    except Exception:  # noqa: BLE001 - mid-rebalance or a node down: ask again
-        return []
-    return sorted(sum(1 for tp in m.assignment.topic_partitions if tp.topic == USAGE_TOPIC) for m in desc.members)
-
-
 class Stores:
     """Each pricer's store, read through its own read-only query endpoint."""
 
@@ -161,16 +149,19 @@ class Stores:
         return query_endpoint_client(*self.endpoints[name]).query(sql).result_rows[0]
 
 
-def start_cluster(drill: Drill, hosts: bool) -> KafkaCluster:
+def make_cluster(drill: Drill, hosts: bool) -> KafkaCluster:
     addrs = KAFKA_ADDRS if hosts else ("127.0.0.1",) * 3
     nodes = [NodeAddress(i + 1, a, free_port_on(a), free_port_on(a)) for i, a in enumerate(addrs)]
-    cluster = KafkaCluster(drill.root / "kafka", nodes, cache_dir=REPO / ".aimeter" / "cache" / "kafka")
+    return KafkaCluster(drill.root / "kafka", nodes, cache_dir=REPO / ".aimeter" / "cache" / "kafka")
+
+
+def start_cluster(drill: Drill, cluster: KafkaCluster) -> None:
     t0 = time.monotonic()
     cluster.start()
     created = ensure_topics(cluster.bootstrap, partitions=4, replication_factor=3)
+    drill.results["usage_topic"] = topic_settings(cluster.bootstrap)
     drill.mark("kafka cluster up", bootstrap=cluster.bootstrap, start_s=round(time.monotonic() - t0, 1),
-               topics=created)
-    return cluster
+               topics=created, usage_topic=drill.results["usage_topic"])
 
 
 def start_pricer(procs: Procs, stores: Stores, drill: Drill, name: str, group: str, bootstrap: str) -> None:
@@ -205,9 +196,12 @@ def start_gateways(procs: Procs, drill: Drill, bootstrap: str, net: Network | No
 
 
 def kill_and_restart_broker(drill: Drill, cluster: KafkaCluster, down_s: float) -> None:
-    node = cluster.nodes[1]
+    """SIGKILL the node leading the most usage partitions (forcing elections), restart it after ``down_s``."""
+    node_id = busiest_leader(cluster.bootstrap)
+    node = next(n for n in cluster.nodes if n.address.node_id == node_id)
     node.kill()
-    down_at = drill.mark("kafka node 2 killed (SIGKILL)")
+    down_at = drill.mark(f"kafka node {node_id} killed (SIGKILL); it led the most usage partitions")
+    drill.results["killed_node"] = node_id
     seen: list[int] = []
     while time.monotonic() - down_at < down_s:  # the controller fences the node and shrinks the ISRs
         urp = cluster.under_replicated((USAGE_TOPIC,))
@@ -217,7 +211,7 @@ def kill_and_restart_broker(drill: Drill, cluster: KafkaCluster, down_s: float) 
     drill.results["under_replicated_with_node_down"] = max(seen, default=None)
     t0 = time.monotonic()
     node.start()
-    drill.mark("kafka node 2 restarted", start_s=round(time.monotonic() - t0, 1))
+    drill.mark(f"kafka node {node_id} restarted", start_s=round(time.monotonic() - t0, 1))
     back = cluster.wait_replicated((USAGE_TOPIC,))
     drill.results["isr_restored_s"] = round(back, 1)
     drill.mark("every usage partition has 3 in-sync replicas again", after_s=round(back, 1))
@@ -263,40 +257,6 @@ def revoke(drill: Drill, env: dict[str, str], key_id: str, bootstrap: str) -> fl
                revoked_at=datetime.fromtimestamp(written, UTC).isoformat(),
                stamped_after_start_s=round(stamped - at, 2))
     return stamped
-
-
-def revoked_at(bootstrap: str, key_id: str, key_file: Path) -> float:
-    """The key's ``revoked_at`` (Unix time) from the keys topic, or from the key file where the build keeps keys
-    there."""
-    stamps = [json.loads(v).get("revoked_at", "") for v in _topic_values(bootstrap, key_id)]
-    if not any(stamps) and key_file.is_file():
-        stamps = [r["revoked_at"] for r in json.loads(key_file.read_text())["keys"] if r["key_id"] == key_id]
-    if not stamps or not stamps[-1]:
-        raise RuntimeError(f"key {key_id} shows no revocation in {KEYS_TOPIC} or {key_file}")
-    return datetime.fromisoformat(stamps[-1]).timestamp()
-
-
-def _topic_values(bootstrap: str, key_id: str) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "drill-keys-reader", "enable.auto.commit": False,
-                         **quiet_client(bootstrap, "drill-keys")})
-    try:
-        part = TopicPartition(KEYS_TOPIC, 0)
-        _, end = consumer.get_watermark_offsets(part, timeout=10)
-        consumer.assign([TopicPartition(KEYS_TOPIC, 0, 0)])
-        values: list[bytes] = []
-        deadline = time.monotonic() + 20
-        position = 0
-        while position < end and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            position = (msg.offset() or 0) + 1
-            value = msg.value()
-            if msg.key() == key_id.encode() and value:
-                values.append(value)
-        return values
-    finally:
-        consumer.close()
 
 
 def revocation_report(load: Load, gateways: list[Gateway], revoked_at: float) -> dict[str, Any]:
@@ -349,7 +309,8 @@ def run(drill: Drill, args: argparse.Namespace) -> dict[str, Any]:
                 net.remove()
                 net = None
         drill.results["hosts"] = "network namespaces + veth" if net else "loopback ports (fallback)"
-        cluster = start_cluster(drill, net is not None)
+        cluster = make_cluster(drill, net is not None)  # assigned first: `finally` stops a half-started one
+        start_cluster(drill, cluster)
         bootstrap = cluster.bootstrap
         (drill.root / "config.yaml").write_text(CONFIG.format(port=UPSTREAM_PORT))
         for name in ("pricer1", "pricer2"):
@@ -441,74 +402,6 @@ def run(drill: Drill, args: argparse.Namespace) -> dict[str, Any]:
     return drill.results
 
 
-def verdicts(results: dict[str, Any]) -> dict[str, bool]:
-    req, two, ledger = results.get("requests", {}), results.get("two_pricers", {}), results.get("ledger", {})
-    revocation = results.get("revocation", {})
-    emitted = sum(m.get("emitted_total", 0) for m in results.get("gateway_metrics", {}).values())
-    return {
-        "no request failed": req.get("other", 1) == 0,
-        "two pricers: every answered event stored, 0 lost": two.get("lost", 1) == 0 < two.get("union_distinct", 0),
-        "two pricers: 0 duplicated within a store": not any(two.get("duplicated_within_a_store", {"x": 1}).values()),
-        "gateways' emitted counters = answered": emitted == req.get("answered", -1),
-        "pricer 2 took over pricer 1's partitions": results.get("pricer_takeover_s") is not None,
-        "ledger: stored = answered, 0 lost, 0 duplicated": (ledger.get("stored") == req.get("answered")
-                                                          and ledger.get("lost") == 0 and ledger.get("duplicated") == 0
-                                                          and ledger.get("not_answered") == 0),
-        "ledger: cost sum exact": ledger.get("cost_usd") is not None and Decimal(ledger["cost_usd"]) == Decimal(
-            ledger["cost_expected_usd"]),
-        "aimeter reconcile exact": results.get("reconcile", {}).get("exit") == 0,
-        "revoked key refused by every replica within 1 s": bool(revocation) and all(
-            g["first_refused_after_s"] is not None and (g["last_accepted_after_s"] or 0) <= 1.0
-            for g in revocation.values()),
-        "nothing left behind": results.get("leftovers", []) == [],
-    }
-
-
-def write_results(out: Path, drill: Drill, results: dict[str, Any], checks: dict[str, bool]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "results": results,
-               "checks": checks, "timeline": drill.timeline}
-    (out / "drill.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    (out / "drill.md").write_text(render_md(payload))
-
-
-def render_md(p: dict[str, Any]) -> str:
-    r = p["results"]
-    req, two, led = r.get("requests", {}), r.get("two_pricers", {}), r.get("ledger", {})
-    lines = [
-        "# Many-hosts drill", "", f"Generated by `make drill` (benchmarks/drill.py), {p['date']}; one run on a shared "
-        "2-core box. Hosts: " + str(r.get("hosts")) + ".", "",
-        "## Checks", "", "| check | result |", "| --- | --- |",
-        *[f"| {k} | {'pass' if v else 'FAIL'} |" for k, v in p["checks"].items()], "",
-        "## Counts", "", "| | value |", "| --- | --- |",
-        f"| requests sent | {req.get('sent')} |", f"| answered (2xx with an event id) | {req.get('answered')} |",
-        f"| refused 401 (revoked key) | {req.get('refused_401')} |", f"| other answers / errors | {req.get('other')} |",
-        f"| two pricers: stored (union of both stores, distinct) | {two.get('union_distinct')} |",
-        f"| two pricers: stored by each | {two.get('stored_by_pricer')} |",
-        f"| two pricers: lost / in both stores (redelivered after the kill) | {two.get('lost')} / "
-        f"{two.get('in_both_stores')} |",
-        f"| one ledger (topic replayed by a fresh group): stored / lost / duplicated | {led.get('stored')} / "
-        f"{led.get('lost')} / {led.get('duplicated')} |",
-        f"| ledger cost (expected) | ${led.get('cost_usd')} (${led.get('cost_expected_usd')}) |",
-        f"| gateways' own counters | {r.get('gateway_metrics')} |",
-        f"| under-replicated partitions with a node down | {r.get('under_replicated_with_node_down')} |",
-        f"| node restarted → 3 in-sync replicas again | {r.get('isr_restored_s')} s |",
-        f"| gateway 1 cut off from Kafka | {r.get('cut_off')} |",
-        f"| pricer 1 killed → pricer 2 holds all partitions | {r.get('pricer_takeover_s')} s |",
-        f"| revocation, per replica | {r.get('revocation')} |",
-        f"| `aimeter reconcile` exit code | {r.get('reconcile', {}).get('exit')} |", "",
-        "## Timeline", "", "| t (s) | event |", "| --- | --- |",
-        *[f"| {e['t_s']} | {e['what']} {_extra(e)} |" for e in p["timeline"]], "",
-        "## aimeter reconcile", "", "```", r.get("reconcile", {}).get("output", "(not run)"), "```", "",
-    ]
-    return "\n".join(lines)
-
-
-def _extra(event: dict[str, Any]) -> str:
-    rest = {k: v for k, v in event.items() if k not in ("t_s", "what")}
-    return json.dumps(rest, default=str) if rest else ""
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("/tmp/aimeter-drill"), help="data, logs (wiped first)")
@@ -536,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.alarm(0)
     checks = verdicts(results)
     if args.out:
-        write_results(args.out, drill, results, checks)
+        write_results(args.out, drill.timeline, results, checks)
     print(json.dumps({"checks": checks, **{k: v for k, v in results.items() if k != "reconcile"}}, indent=2,
                      default=str))
     print(results.get("reconcile", {}).get("output", ""))

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from benchmarks.drill import verdicts
+from benchmarks.drill_report import verdicts
 
 
 def passing() -> dict[str, Any]:

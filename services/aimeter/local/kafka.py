@@ -69,8 +69,8 @@ def _new_cluster_id() -> str:
             return text
 
 
-def death_signal_hook() -> Callable[[], None] | None:
-    """A preexec_fn making the kernel SIGTERM a child when the thread that started it dies.
+def death_signal_hook(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """A preexec_fn making the kernel send ``sig`` (SIGTERM) to a child when the thread that started it dies.
 
     Call it in the parent just before ``Popen(..., preexec_fn=death_signal_hook())``; it is
     None off Linux, where Popen simply runs no hook.
@@ -84,7 +84,7 @@ def death_signal_hook() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def hook() -> None:
-        prctl(_PR_SET_DEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        prctl(_PR_SET_DEATHSIG, int(sig), 0, 0, 0)
         if os.getppid() != parent:  # parent died before prctl took effect
             os._exit(1)
 
@@ -98,6 +98,8 @@ class LocalKafka:
     PR_SET_DEATHSIG from the *thread* that calls :meth:`start`, so start it from a thread that
     lives as long as the broker should (normally the main thread).
     """
+
+    death_signal = signal.SIGTERM  # what the JVM gets when the thread that started it dies
 
     def __init__(self, data_dir: Path, *, port: int = 9092, controller_port: int = 9093,
                  cache_dir: Path | None = None, progress: Callable[[str], None] = print) -> None:
@@ -190,7 +192,7 @@ class LocalKafka:
         self._proc = subprocess.Popen(  # noqa: S603
             self._java_cmd(java, libs, "kafka.Kafka", str(props)),
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=self.data_dir, process_group=0, preexec_fn=death_signal_hook(),  # noqa: PLW1509
+            cwd=self.data_dir, process_group=0, preexec_fn=death_signal_hook(self.death_signal),  # noqa: PLW1509
         )
 
     def _wait_ready(self, timeout: float) -> None:

@@ -203,3 +203,40 @@ def test_a_key_records_own_limits_apply(edge):
     assert (first.headers["x-ratelimit-limit-requests"], first.headers["x-ratelimit-limit-tokens"]) == ("1", "5000")
     with pytest.raises(openai.RateLimitError, match="1 requests per minute"):
         _chat(client)
+
+
+BUDGET_CONFIG = """
+backends:
+  openai: {{kind: openai, base_url: "http://127.0.0.1:{port}/v1", deployment: proprietary, provider: openai}}
+models:
+  gpt-4o-mini: {{backend: openai}}
+rate_limits:
+  teams: {{tight: {{rpm: 2}}}}
+budgets:
+  caps:
+    - {{name: tiny, scope: team, value: tight, usd: "0.000001", period: month, enforcement: hard}}
+"""
+
+
+def test_a_request_a_budget_refuses_counts_nothing_against_the_rate_limits():
+    """Rate limits admit first, then the budget refuses: that request is not counted (two refusals by the budget
+    leave the team's two requests a minute untouched)."""
+    from aimeter.budgets.gate import BudgetGate  # noqa: PLC0415 - only this test runs budgets
+    from aimeter.budgets.ledger import Ledger  # noqa: PLC0415
+    from aimeter.budgets.pricing import Costs  # noqa: PLC0415
+    from aimeter.pricer.overrides_load import load_price_book  # noqa: PLC0415
+
+    with fake_upstream_thread() as upstream_port:
+        config = parse_config(BUDGET_CONFIG.format(port=upstream_port))
+        assert config.budgets is not None
+        budgets = BudgetGate(Ledger([spec.budget() for spec in config.budgets.caps]), Costs(load_price_book(config)),
+                             config.budgets)
+        gateway = Gateway(config, Sink(), gateway_id="gw-rl-budget", max_body_bytes=1024 * 1024,
+                          upstream_timeout_s=30, keys=None, credentials=lambda _b: "sk-upstream", budgets=budgets)
+        with serving(gateway) as (_, port):
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0,
+                                   default_headers={"X-Aimeter-Team": "tight"})
+            for _ in range(3):
+                with pytest.raises(openai.RateLimitError, match="tiny"):
+                    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+            assert len(gateway.rate_gate.limiter.windows["team:tight"].times) == 0

@@ -165,3 +165,16 @@ def test_header_shapes():
         b"anthropic-ratelimit-requests-reset": b"2026-12-07T00:00:30Z"}  # 23:59:30.0001 + 59.5 s, rounded up
     assert dict(retry_headers(2.2)) == {b"retry-after": b"3", b"retry-after-ms": b"2200"}
     assert retry_headers(NEVER) == []
+
+
+def test_a_released_admission_counts_nothing():
+    """A request admitted, then refused by a budget before it was forwarded, leaves both windows as they were."""
+    limiter = RateLimiter()
+    scopes = [("key:a", Limit(rpm=2, tpm=100)), ("team:t", Limit(rpm=5))]
+    kept = limiter.admit(0, scopes, 30)
+    limiter.release(limiter.admit(S, scopes, 40))
+    assert [len(w.times) for w in limiter.windows.values()] == [1, 1]
+    assert limiter.windows["key:a"].tokens == 30
+    assert limiter.admit(2 * S, scopes, 70).admitted  # the released request's room is free again
+    limiter.settle(kept, 10)
+    assert limiter.windows["key:a"].tokens == 80

@@ -21,7 +21,7 @@ import orjson
 from aimeter.budgets.gate import BudgetGate
 from aimeter.budgets.ledger import Refusal
 from aimeter.config import Backend, GatewayConfig, ModelRoute, resolve_credential
-from aimeter.events import Attribution, Status, TokenUsage, UsageSource
+from aimeter.events import Attribution, Status, UsageSource
 from aimeter.events.ids import new_event_id
 from aimeter.gateway.attribution import AttributionError, attribution_for
 from aimeter.gateway.event_json import encode_usage_event
@@ -339,7 +339,7 @@ class Gateway:
                                      model=request.model, api=spec.api, body=request.json,
                                      body_bytes=len(request.body), now=started.timestamp())
             except Refusal as exc:
-                self.rate_gate.settle(grant, TokenUsage())  # refused before any upstream call: nothing used
+                self.rate_gate.release(grant)  # refused before any upstream call: counts no request, no tokens
                 raise Rejected(429, str(exc), headers=[(b"retry-after", str(exc.retry_after).encode())]) from None
         last: list[dict[str, Any]] = []
 

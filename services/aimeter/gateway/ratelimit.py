@@ -81,6 +81,15 @@ class Window:
             self.tokens += tokens - self.amounts[index]
             self.amounts[index] = tokens
 
+    def release(self, seq: int) -> None:
+        """Forget entry ``seq`` entirely when it is the newest (a request refused right after its admission, before
+        any upstream call); otherwise it can only hold no tokens."""
+        if seq == self.popped + len(self.times) - 1:
+            self.times.pop()
+            self.tokens -= self.amounts.pop()
+        else:
+            self.settle(seq, 0)
+
     def wait(self, limit: Limit, tokens: int, now: int) -> int | None:
         """Nanoseconds until one more request reserving ``tokens`` fits (0: it fits now; None: it never will).
         Call after ``prune(now)``: every entry then expires after ``now``, so a wait is never 0 when it is full."""
@@ -193,6 +202,16 @@ class RateLimiter:
             tokens = max(0, tokens)
             for window, seq in held:
                 window.settle(seq, tokens)
+            decision.held = None
+
+    @staticmethod
+    def release(decision: Decision) -> None:
+        """Undo an admission whose request was then refused by something else (a budget) before it was forwarded:
+        it counts neither a request nor tokens. Call right after ``admit``, before any other admission."""
+        held = decision.held
+        if held:
+            for window, seq in held:
+                window.release(seq)
             decision.held = None
 
 

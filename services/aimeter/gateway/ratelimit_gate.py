@@ -153,6 +153,11 @@ class RateGate:
         if grant is not None:
             self.limiter.settle(grant.decision, usage.input_tokens + usage.output_tokens)
 
+    def release(self, grant: Grant | None) -> None:
+        """The request was admitted here but refused by a budget before any upstream call: it counts nothing."""
+        if grant is not None:
+            self.limiter.release(grant.decision)
+
 
 def refusal_message(decision: Decision, config: RateLimits) -> str:
     """The 429's message: which limit of which scope, the replica's share of it, and when to retry."""

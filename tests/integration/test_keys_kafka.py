@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from aimeter import cli
 from aimeter.events import KEYS_TOPIC
+from aimeter.gateway import keys_kafka
 from aimeter.gateway.keys import MAX_LIMITS_BYTES, KeyFile, encode_record, new_key
 from aimeter.gateway.keys_kafka import KeysTopic
 from aimeter.local.kafka import LocalKafka, death_signal_hook, free_port
@@ -345,3 +346,30 @@ def test_keys_command_says_what_to_do_when_kafka_is_unreachable(tmp_path):
     assert "nothing was written" in out.stderr
     assert "AIMETER_KAFKA_BOOTSTRAP" in out.stderr
     assert not out.stdout  # no key printed for a record that was never stored
+
+
+def test_a_reader_that_fails_starts_over_instead_of_freezing_the_keys(kafka_bootstrap, tmp_path, monkeypatch):
+    """A fault in the reader (injected: the first record it applies raises) must not leave revocations unapplied."""
+    real, calls = keys_kafka.apply_message, []
+
+    def failing_once(*args):
+        calls.append(args[2])
+        if len(calls) == 1:
+            raise RuntimeError("injected fault")
+        return real(*args)
+
+    _, record = new_key("reader-fault", "", "", datetime.now(UTC))
+    KeysTopic(kafka_bootstrap).put([record])
+    monkeypatch.setattr(keys_kafka, "apply_message", failing_once)
+    store = keys_kafka.KafkaKeyStore(kafka_bootstrap, tmp_path / "keys.snapshot.json", who="test")
+    try:
+        store.start(wait_s=10)  # the first pass fails on its first record; the second, a second later, reads all
+        KeysTopic(kafka_bootstrap).put([replace(record, revoked_at=datetime.now(UTC).isoformat())])
+        deadline = time.monotonic() + 10
+        while (current := store.records.get(record.key_id)) is None or current.active:
+            assert time.monotonic() < deadline, "the revocation never reached the reader after its fault"
+            time.sleep(0.05)
+        assert len(calls) > 1
+        assert store.caught_up.is_set()
+    finally:
+        store.close()

@@ -214,13 +214,18 @@ class KafkaKeyStore:
             return {}
 
     def _run(self) -> None:
-        consumer = _consumer(self.bootstrap, self.who, self._log)
-        try:
-            self._follow(consumer)
-        except Exception:  # a fault of ours: logged; the last records keep being served (fail closed on none)
-            log.exception("%s: the keys reader stopped; keys are frozen at their last state", self.who)
-        finally:
-            consumer.close()
+        delay = 1.0
+        while not self._stop.is_set():
+            consumer = _consumer(self.bootstrap, self.who, self._log)
+            try:
+                self._follow(consumer)
+            except Exception:  # a fault of ours: a reader that stopped would leave revoked keys valid, so restart
+                log.exception("%s: the keys reader failed; keys stay as they were and it starts over from the "
+                              "beginning of the topic in %.0f s", self.who, delay)
+                self._stop.wait(delay)
+                delay = min(30.0, delay * 2)
+            finally:
+                consumer.close()
 
     def _follow(self, consumer: Consumer) -> None:
         high = self._wait_for_topic(consumer)
@@ -259,8 +264,9 @@ class KafkaKeyStore:
             try:
                 low, high = consumer.get_watermark_offsets(PARTITION, timeout=1.0)
             except KafkaException as exc:
-                if _unknown_topic(exc):
-                    return 0  # no key was ever written; the reader picks the topic up once it is created
+                if _unknown_topic(exc):  # Kafka answered: no key was ever written there
+                    self.answered.set()
+                    return 0  # the reader picks the topic up once it is created
                 self._stop.wait(0.2)
                 continue
             self._log.answered()

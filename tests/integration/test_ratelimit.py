@@ -39,8 +39,9 @@ rate_limits:
     gamma: {{tpm: 1000}}
     delta: {{tpm: 500}}
     epsilon: {{tpm: 600}}
+    eta: {{tpm: 100}}
 """
-TEAMS = ("alpha", "beta", "gamma", "delta", "epsilon", "unlimited", "zeta")
+TEAMS = ("alpha", "beta", "gamma", "delta", "epsilon", "unlimited", "zeta", "eta")
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +204,19 @@ def test_a_key_records_own_limits_apply(edge):
     assert (first.headers["x-ratelimit-limit-requests"], first.headers["x-ratelimit-limit-tokens"]) == ("1", "5000")
     with pytest.raises(openai.RateLimitError, match="1 requests per minute"):
         _chat(client)
+
+
+def test_a_request_that_can_never_fit_is_not_retried_by_the_sdk(edge):
+    """Its reservation alone exceeds the team's tokens per minute: the 429 says so, with x-should-retry: false,
+    and the openai SDK (2 retries by default) sends it once."""
+    port, _, keys = edge
+    sent = []
+    http = openai.DefaultHttpxClient(event_hooks={"request": [sent.append]})
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=keys["eta"], http_client=http)
+    with pytest.raises(openai.RateLimitError, match="can never be admitted"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=500)
+    assert len(sent) == 1
 
 
 BUDGET_CONFIG = """

@@ -164,7 +164,7 @@ def test_header_shapes():
         b"anthropic-ratelimit-requests-limit": b"600", b"anthropic-ratelimit-requests-remaining": b"599",
         b"anthropic-ratelimit-requests-reset": b"2026-12-07T00:00:30Z"}  # 23:59:30.0001 + 59.5 s, rounded up
     assert dict(retry_headers(2.2)) == {b"retry-after": b"3", b"retry-after-ms": b"2200"}
-    assert retry_headers(NEVER) == []
+    assert retry_headers(NEVER) == [(b"x-should-retry", b"false")]
 
 
 def test_a_released_admission_counts_nothing():

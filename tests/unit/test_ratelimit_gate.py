@@ -89,6 +89,7 @@ def test_a_request_larger_than_the_whole_limit_is_told_it_never_fits():
     assert grant is not None
     assert "can never be admitted" in grant.refusal
     assert b"retry-after" not in dict(grant.headers)
+    assert dict(grant.headers)[b"x-should-retry"] == b"false"  # the SDKs do not retry what can never fit
 
 
 def test_the_config_file_takes_rate_limits_and_rejects_unknown_fields():

@@ -271,8 +271,9 @@ def anthropic_headers(requests: Standing | None, tokens: Standing | None, wall_n
 
 def retry_headers(wait_s: float) -> list[tuple[bytes, bytes]]:
     """``retry-after`` (whole seconds, rounded up) and ``retry-after-ms``, which the openai and anthropic SDKs
-    read first; nothing for a request that can never fit (waiting would not help)."""
+    read first. A request that can never fit gets ``x-should-retry: false``, which both SDKs obey: retrying it
+    would only be refused again."""
     if wait_s == NEVER:
-        return []
+        return [(b"x-should-retry", b"false")]
     return [(b"retry-after", str(max(1, math.ceil(wait_s))).encode()),
             (b"retry-after-ms", str(max(1, math.ceil(wait_s * 1000))).encode())]

@@ -64,6 +64,10 @@ def test_never_more_tokens_than_tpm_in_any_window_when_settles_are_at_most_the_r
     for gap, reserve, fraction in steps:
         now += gap
         decision = limiter.admit(now, [("team:t", Limit(tpm=tpm))], reserve)
+        held = sum(u for t, u in zip(times, used, strict=True) if now - WINDOW_NS < t <= now)
+        assert decision.admitted == (held + max(1, reserve) <= tpm)  # refused exactly when it does not fit
+        assert decision.tokens is not None
+        assert decision.tokens.remaining == max(0, tpm - held - (max(1, reserve) if decision.admitted else 0))
         if decision.admitted:
             actual = int(max(1, reserve) * fraction)  # the real count never exceeds the reservation here
             limiter.settle(decision, actual)

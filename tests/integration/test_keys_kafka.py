@@ -373,3 +373,23 @@ def test_a_reader_that_fails_starts_over_instead_of_freezing_the_keys(kafka_boot
         assert store.caught_up.is_set()
     finally:
         store.close()
+
+
+def test_the_reader_never_changes_a_dict_it_published(kafka_bootstrap, tmp_path):
+    """Other threads iterate ``records`` (the budgets gate does, once a second): a dict the reader handed out must
+    not grow under them (``RuntimeError: dictionary changed size during iteration``), so each batch is a new dict."""
+    store = keys_kafka.KafkaKeyStore(kafka_bootstrap, tmp_path / "keys.snapshot.json", who="test")
+    try:
+        assert store.start(wait_s=10)
+        published = store.records
+        before = dict(published)
+        _, record = new_key("copy-on-write", "", "", datetime.now(UTC))
+        KeysTopic(kafka_bootstrap).put([record])
+        deadline = time.monotonic() + 10
+        while record.key_id not in store.records:
+            assert time.monotonic() < deadline, "the new key never reached the reader"
+            time.sleep(0.01)
+        assert published == before  # the dict handed out earlier is as it was
+        assert store.records is not published
+    finally:
+        store.close()

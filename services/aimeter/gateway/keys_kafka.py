@@ -237,8 +237,8 @@ class KafkaKeyStore:
         consumer.assign([TopicPartition(KEYS_TOPIC, 0, OFFSET_BEGINNING)])
         dirty = False
         while not self._stop.is_set():
-            msg = consumer.poll(0.1)
-            if msg is None or msg.error():
+            batch = self._poll_batch(consumer)
+            if not batch:
                 if dirty and self.caught_up.is_set():
                     self._write_snapshot()
                     dirty = False
@@ -246,17 +246,34 @@ class KafkaKeyStore:
                     self._swap(fresh)  # the end offset was not a record's (e.g. a transaction marker)
                 continue
             self._log.answered()
-            key, value, offset = msg.key(), msg.value(), msg.offset() or 0
-            problem = apply_message(self.records, key, value, offset)  # at once, even before the swap
-            if problem:
-                self.skipped += 1
-                log.warning("%s: keys topic %s: %s", self.who, KEYS_TOPIC, problem)
+            # A published dict is never changed: other threads iterate it (budgets) while this one reads on.
+            served = dict(self.records)
+            for msg in batch:
+                key, value, offset = msg.key(), msg.value(), msg.offset() or 0
+                problem = apply_message(served, key, value, offset)  # at once, even before the swap
+                if problem:
+                    self.skipped += 1
+                    log.warning("%s: keys topic %s: %s", self.who, KEYS_TOPIC, problem)
+                if not self.caught_up.is_set():
+                    apply_message(fresh, key, value, offset)
+            self.records = served
             if self.caught_up.is_set():
                 dirty = True
-            else:
-                apply_message(fresh, key, value, offset)
-                if offset + 1 >= high:
-                    self._swap(fresh)
+            elif (batch[-1].offset() or 0) + 1 >= high:
+                self._swap(fresh)
+
+    @staticmethod
+    def _poll_batch(consumer: Consumer, most: int = 1000) -> list[Message]:
+        """The next record (waiting up to 100 ms), then whatever else is already fetched, up to ``most``."""
+        batch: list[Message] = []
+        msg = consumer.poll(0.1)
+        while msg is not None:
+            if not msg.error():
+                batch.append(msg)
+            if len(batch) >= most:
+                break
+            msg = consumer.poll(0)
+        return batch
 
     def _wait_for_topic(self, consumer: Consumer) -> int | None:
         """The partition's end offset once Kafka answers (0 while the topic does not exist yet); None if stopped."""
@@ -276,7 +293,7 @@ class KafkaKeyStore:
 
     def _swap(self, fresh: dict[str, KeyRecord]) -> None:
         """Serve exactly what the topic holds (a snapshot key absent from the topic is dropped)."""
-        self.records = fresh
+        self.records = dict(fresh)
         self.caught_up.set()
         self._write_snapshot()
         if self._serving_snapshot:

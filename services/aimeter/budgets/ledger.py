@@ -57,6 +57,12 @@ class Account:
     committed: int = 0
     reserved: int = 0
     in_flight: int = 0
+    hard: bool = False  # the budget's, kept here: read on every check
+    closed: bool = False  # refuses while the ledger is not current (on_kafka_down=fail_closed)
+
+    def __post_init__(self) -> None:
+        self.hard = self.budget.hard
+        self.closed = self.budget.on_kafka_down is KafkaDown.FAIL_CLOSED
 
     def roll(self, now: float) -> None:
         """Move to the period containing ``now``: spend and reservations of a past period no longer count."""
@@ -155,9 +161,9 @@ class Ledger:
         for account in accounts:
             if now >= account.reset or now < account.start:
                 account.roll(now)
-            if not account.budget.hard:
+            if not account.hard:
                 continue
-            if not self.kafka_ok and account.budget.on_kafka_down is KafkaDown.FAIL_CLOSED:
+            if account.closed and not self.kafka_ok:
                 raise Refusal(account, worst, now, "the usage topic is unreachable, so other replicas' spend "
                                                    "cannot be seen, and this budget fails closed")
             if account.committed + account.reserved + worst > account.limit:

@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -400,3 +401,13 @@ def test_every_api_settles_to_the_ledgers_cost(replicas: Replicas) -> None:
     print(f"\nsix requests over four APIs: replica spent ${view['spent_usd']}, ledger ${spend}")
     assert Decimal(view["spent_usd"]) == spend
     assert view["reserved_usd"] in ("0", "0E-12")
+
+
+def test_budget_view_needs_the_metrics_token_and_refuses_web_pages(replicas: Replicas) -> None:
+    url, token = replicas.urls()[0], token_of(replicas)
+    for headers, code in (({}, 401), ({"Authorization": "Bearer wrong"}, 401),
+                          ({"Authorization": f"Bearer {token}", "Origin": "https://evil.example"}, 403)):
+        request = urllib.request.Request(f"{url}/budgets", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == code

@@ -62,6 +62,8 @@ class BudgetGate:
                 api: str, body: dict[str, Any], body_bytes: int, now: float) -> None:
         """Reserve the request's worst case in every budget that applies; raises ``Refusal`` when one is full."""
         self.refresh(now)
+        if not self.ledger.by_scope:  # no budget at all (a key store may add one later)
+            return
         scopes = Scopes(attribution.api_key_id, attribution.team, attribution.project, attribution.user)
         accounts = self.ledger.applicable(scopes)
         if not accounts:

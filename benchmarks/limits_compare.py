@@ -4,7 +4,8 @@
 
 Like ``version_compare`` (same session, same Kafka and fake upstream on core 1, each gateway on core 0, keys on,
 metering to Kafka, the order rotating every repetition), but every gateway runs this tree and only the config
-differs: ``plain`` has no limits; ``ratelimits`` limits the benchmark's key and its team on requests and tokens
+differs: ``plain`` has no limits (``control`` too: a second identical gateway, the run's own noise floor);
+``ratelimits`` limits the benchmark's key and its team on requests and tokens
 per minute (set high, so every request is admitted and the windows hold a minute of entries, the steady state
 of a busy key); ``budgets`` gives the key's team a hard monthly USD budget (large: nothing is refused, every
 request reserves and settles); ``both`` has both. The metric is the gateway's CPU per request (/proc
@@ -45,7 +46,8 @@ BUDGETS = """budgets:
        on_kafka_down: fail_open}}
   start_wait_s: 2
 """
-VARIANTS = {"plain": "", "ratelimits": RATE_LIMITS, "budgets": BUDGETS, "both": RATE_LIMITS + BUDGETS}
+# control: a second gateway configured as plain, to see how far two identical gateways differ in one run.
+VARIANTS = {"plain": "", "control": "", "ratelimits": RATE_LIMITS, "budgets": BUDGETS, "both": RATE_LIMITS + BUDGETS}
 
 
 def log(message: str) -> None:

@@ -41,6 +41,9 @@ class Limit:
         return bool(self.rpm or self.tpm)
 
 
+_NO_LIMIT = Limit()
+
+
 class Window:
     """One scope's log of the requests admitted in the last minute, oldest first: when each was admitted, and the
     tokens it holds (reserved, then settled). An entry admitted at ``t`` counts at every moment in
@@ -65,13 +68,6 @@ class Window:
             times.popleft()
             self.tokens -= self.amounts.popleft()
             self.popped += 1
-
-    def push(self, now: int, tokens: int) -> int:
-        """Count one admitted request; returns its sequence number (for ``settle``)."""
-        self.times.append(now)
-        self.amounts.append(tokens)
-        self.tokens += tokens
-        return self.popped + len(self.times) - 1
 
     def settle(self, seq: int, tokens: int) -> None:
         """Entry ``seq`` now holds ``tokens``, if it has not expired. A settle follows its admit closely, so the
@@ -130,7 +126,7 @@ class Decision:
         self.admitted, self.reserved, self.held = admitted, reserved, held
         self.requests: Standing | None = None
         self.tokens: Standing | None = None
-        self.scope, self.axis, self.limit = "", "", Limit()  # axis: "requests" or "tokens"
+        self.scope, self.axis, self.limit = "", "", _NO_LIMIT  # axis: "requests" or "tokens"
         self.wait_s, self.wait_ns = 0.0, 0  # wait_ns: the same wait, exact (-1: never)
 
 
@@ -156,7 +152,12 @@ class RateLimiter:
                 full = True
         if full:
             return self._refuse(now, scopes, windows, tokens)
-        held = [(window, window.push(now, tokens)) for window in windows]
+        held = []
+        for window in windows:  # Window.push, inlined: this runs for every limited request
+            window.times.append(now)
+            window.amounts.append(tokens)
+            window.tokens += tokens
+            held.append((window, window.popped + len(window.times) - 1))
         return self._standings(now, scopes, windows, Decision(True, tokens, held))
 
     def _refuse(self, now: int, scopes: Sequence[tuple[str, Limit]], windows: list[Window], tokens: int) -> Decision:
@@ -173,24 +174,28 @@ class RateLimiter:
 
     def _standings(self, now: int, scopes: Sequence[tuple[str, Limit]], windows: list[Window],
                    decision: Decision) -> Decision:
-        """Per axis, the scope that leaves the client least (fewest remaining, then the latest reset)."""
+        """Per axis, the scope that leaves the client least (fewest remaining, then the latest reset). Plain
+        comparisons, no max() or tuple compares: this runs for every limited request."""
         best_r = best_t = None
+        left_r = left_t = reset_r = reset_t = 0
         for i, (scope, limit) in enumerate(scopes):
             window = windows[i] if windows else self.windows[scope]
             times = window.times
             reset = times[-1] + WINDOW_NS - now if times else 0  # until the log is empty again
             if limit.rpm:
-                left = max(0, limit.rpm - len(times))
-                if best_r is None or (left, -reset) < (best_r[1], -best_r[2]):
-                    best_r = (limit.rpm, left, reset)
+                left = limit.rpm - len(times)
+                left = left if left > 0 else 0
+                if best_r is None or left < left_r or (left == left_r and reset > reset_r):
+                    best_r, left_r, reset_r = limit.rpm, left, reset
             if limit.tpm:
-                left = max(0, limit.tpm - window.tokens)
-                if best_t is None or (left, -reset) < (best_t[1], -best_t[2]):
-                    best_t = (limit.tpm, left, reset)
+                left = limit.tpm - window.tokens
+                left = left if left > 0 else 0
+                if best_t is None or left < left_t or (left == left_t and reset > reset_t):
+                    best_t, left_t, reset_t = limit.tpm, left, reset
         if best_r is not None:
-            decision.requests = Standing(best_r[0], best_r[1], best_r[2] / 1e9)
+            decision.requests = Standing(best_r, left_r, reset_r / 1e9)
         if best_t is not None:
-            decision.tokens = Standing(best_t[0], best_t[1], best_t[2] / 1e9)
+            decision.tokens = Standing(best_t, left_t, reset_t / 1e9)
         return decision
 
     @staticmethod

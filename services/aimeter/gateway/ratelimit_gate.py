@@ -34,6 +34,9 @@ from aimeter.gateway.streams import estimate_tokens, prompt_text
 from aimeter.gateway.usage import _request_limit  # the one reading of every API's output cap (max_tokens...)
 
 _UPSTREAM_LIMIT_HEADERS = (b"x-ratelimit-", b"anthropic-ratelimit-")
+# The request fields _request_limit reads an output cap from (OpenAI, Anthropic, Responses, Gemini, Ollama).
+_OUTPUT_CAPS = ("max_completion_tokens", "max_tokens", "max_output_tokens", "generationConfig", "generation_config",
+                "options")
 SMALL_BODY = 16 * 1024  # bytes: a walk of a body this small cost ~3 us, more than the whole check otherwise
 
 
@@ -85,7 +88,8 @@ class Grant:
     def stamp(self, message: dict[str, Any]) -> None:
         """Add the key's rate-limit headers to a response start; the upstream's own (its account's limits, not
         this key's) are dropped, so a client never reads two conflicting values."""
-        kept = [h for h in message["headers"] if not h[0].lower().startswith(_UPSTREAM_LIMIT_HEADERS)]
+        # Header names reach here lowercased (http1.py lowercases the upstream's; ours are written so).
+        kept = [h for h in message["headers"] if not h[0].startswith(_UPSTREAM_LIMIT_HEADERS)]
         message["headers"] = [*kept, *self.headers]
 
 
@@ -129,6 +133,11 @@ class RateGate:
         prompt = -(-size // 4) if size <= SMALL_BODY else estimate_tokens(prompt_text(body))
         if api.endswith(".embeddings"):
             return prompt
+        for name in _OUTPUT_CAPS:
+            if name in body:
+                break
+        else:  # no cap at all (the common case): skip _request_limit's Mapping checks (~1 us)
+            return prompt + self.config.default_output_tokens
         cap, choices, _ = _request_limit(body)
         return prompt + (cap * choices if cap else self.config.default_output_tokens)
 
@@ -138,7 +147,11 @@ class RateGate:
         scopes = self.scopes(key, team)
         if not scopes:
             return None
-        tokens = self.reserve(body, size, api) if any(limit.tpm for _, limit in scopes) else 0
+        tokens = 0
+        for _, limit in scopes:  # a loop, not any(generator): this runs for every limited request
+            if limit.tpm:
+                tokens = self.reserve(body, size, api)
+                break
         decision = self.limiter.admit(time.monotonic_ns(), scopes, tokens)
         if api.startswith("anthropic."):
             headers = anthropic_headers(decision.requests, decision.tokens, datetime.now(UTC))

@@ -313,6 +313,12 @@ def test_refusal_is_the_apis_own_429_with_reset_and_retry_after(replicas: Replic
     small = client.chat.completions.create(model="gpt-4o", max_tokens=20, messages=[
         {"role": "user", "content": "fake: completion=20"}])
     assert small.usage is not None  # a request whose worst case fits is served
+    claude = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0,
+                                 default_headers={"x-aimeter-team": "sdk"})
+    with pytest.raises(anthropic.RateLimitError) as also:  # Anthropic's own error shape: rate_limit_error
+        claude.messages.create(model="claude-sonnet-4-6", max_tokens=1000, messages=[{"role": "user", "content": "hi"}])
+    assert also.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert "sdk-probe" in also.value.message
 
 
 def restart_config(replicas: Replicas, lag: float) -> Path:

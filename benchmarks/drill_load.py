@@ -22,10 +22,11 @@ MAX_IN_FLIGHT = 64  # per stream: a stalled gateway makes the stream skip ticks 
 class Answer:
     gateway: int
     key: str  # the key's label, not the key
-    sent_at: float  # time.monotonic() when the request left
+    sent_at: float  # time.monotonic() when the request was started
     status: int  # HTTP status; 0: no answer (connection error or timeout)
     event_id: str | None
     error: str = ""
+    done_at: float = 0.0  # time.monotonic() when its answer (or error) was back: the gateway decided before this
 
 
 @dataclass
@@ -83,10 +84,10 @@ class Load:
         try:
             raw = await client.chat.completions.with_raw_response.create(**BODY)  # type: ignore[call-overload]
             answer = Answer(stream.gateway, stream.key_label, sent, raw.status_code,
-                            raw.headers.get("x-aimeter-event-id"))
+                            raw.headers.get("x-aimeter-event-id"), done_at=time.monotonic())
         except openai.APIStatusError as exc:
             answer = Answer(stream.gateway, stream.key_label, sent, exc.status_code,
-                            exc.response.headers.get("x-aimeter-event-id"), str(exc)[:200])
+                            exc.response.headers.get("x-aimeter-event-id"), str(exc)[:200], time.monotonic())
         except openai.APIConnectionError as exc:
-            answer = Answer(stream.gateway, stream.key_label, sent, 0, None, repr(exc)[:200])
+            answer = Answer(stream.gateway, stream.key_label, sent, 0, None, repr(exc)[:200], time.monotonic())
         self.answers.append(answer)

@@ -117,10 +117,15 @@ def summary(runs: list[dict[str, Any]], variants: list[str]) -> str:
         lines.append(f"{name:13} {' '.join(f'{c:7.1f}' for c in cpu):38} {medians[name]:7.1f}   "
                      f"{statistics.median(r['rps'] for r in mine):9.0f}   {sum(r['errors'] for r in mine)}")
     if "plain" in medians:
+        plain = {r["rep"]: r["cpu_us_per_request"] for r in runs if r["variant"] == "plain"}
         for name in variants:
             if name != "plain":
+                # Paired: each repetition's difference, so a box getting busier during the run cancels out.
+                paired = [r["cpu_us_per_request"] - plain[r["rep"]] for r in runs
+                          if r["variant"] == name and r["cpu_us_per_request"] is not None and plain.get(r["rep"])]
                 lines.append(f"{name} - plain: {medians[name] - medians['plain']:+.1f} us CPU per request "
-                             f"({medians[name] / medians['plain']:.3f}x)")
+                             f"({medians[name] / medians['plain']:.3f}x); median of the paired differences "
+                             f"{statistics.median(paired) if paired else float('nan'):+.1f} us")
     return "\n".join(lines)
 
 

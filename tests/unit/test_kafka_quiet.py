@@ -43,7 +43,7 @@ def test_existing_topics_create_nothing() -> None:
             pass
 
         def list_topics(self, timeout: float) -> mock.Mock:
-            return mock.Mock(topics={"ai.usage.v1": 1, "ai.usage.dlq.v1": 1})
+            return mock.Mock(topics=dict.fromkeys(kafka_admin.LOG_TOPICS + kafka_admin.COMPACTED_TOPICS, 1))
 
         def create_topics(self, *_: object, **__: object) -> None:
             raise AssertionError("nothing to create")

@@ -12,7 +12,7 @@ from aimeter.settings import Settings
 
 
 def test_list_names_revoked_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, keys_store="file")  # the file store: no broker in a unit test
     for team in ("search", "ads"):
         cmd_create(argparse.Namespace(team=team, project="", user=""), settings)
     key_id = capsys.readouterr().out.split("key id ")[1].split()[0]

@@ -110,7 +110,7 @@ budgets:
         assert [p["threshold_pct"] for p in ours] == ["50"]
         assert ours[0]["scope"] == "user"
         assert ours[0]["scope_value"] == user
-        assert ours[0]["text"].startswith(f"Budget '{budget}' (user {user}) reached 50%")
+        assert ours[0]["text"].startswith(f"Budget '{budget}' (user {user}) reached 50%: $0.00036 of $0.0005")
         call()
         ours = wait_for(posts, budget, 3, log)
         assert [p["threshold_pct"] for p in ours] == ["50", "80", "100"]

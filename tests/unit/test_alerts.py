@@ -17,7 +17,7 @@ from aiohttp import web
 from faststream.confluent import TestKafkaBroker
 from faststream.confluent.annotations import KafkaMessage
 
-from aimeter.alerts.app import Alerter, fired_log, make_broker
+from aimeter.alerts.app import Alerter, fired_log, make_broker, run_alerter
 from aimeter.alerts.fired import ALERTS_TOPIC
 from aimeter.alerts.rules import HOUR, Rules, spike, thresholds_crossed
 from aimeter.alerts.state import AlertState, Spend
@@ -58,8 +58,9 @@ def tokens_for(usd: Decimal) -> int:
 class Receiver:
     """A real HTTP webhook on 127.0.0.1 (port 0): records every post; answers 500 to the first ``fail`` posts."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, fail: int = 0, delay_s: float = 0.0) -> None:
         self.fail = fail
+        self.delay_s = delay_s
         self.attempts = 0
         self.payloads: list[dict] = []
         self.runner: web.AppRunner | None = None
@@ -68,6 +69,7 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.Response:
         self.attempts += 1
         body = await request.json()
+        await asyncio.sleep(self.delay_s)
         if self.attempts <= self.fail:
             return web.Response(status=500, text="try later")
         self.payloads.append(body)
@@ -147,6 +149,12 @@ def test_thresholds_fire_lowest_first_and_only_once_reached():
     assert [a.fields["threshold_pct"] for a in crossed] == ["50", "80"]
     assert crossed[0].key == f"budget/search-soft/{window.start.isoformat()}/50"
     assert crossed[1].payload()["text"].startswith("Budget 'search-soft' (team search) reached 80%: $80.00 of $100.00")
+
+
+def test_amounts_under_a_cent_are_not_shown_as_zero():
+    tiny = Budget("tiny", ScopeKind.USER, "bob", Decimal("0.0005"), Period.DAY, enforcement=Enforcement.SOFT)
+    alert = thresholds_crossed(tiny, budget_window(tiny, NOW), Decimal("0.00036"), RULES)[0]
+    assert "reached 50%: $0.00036 of $0.0005 (72.0%) this day" in alert.text
 
 
 def test_a_zero_budget_fires_on_any_spend_and_never_on_none():
@@ -279,6 +287,38 @@ async def test_the_spike_rule_fires_once_per_team_hour(receiver: Receiver):
         await settle(alerter)
     assert receiver.keys == ["spike/research/2026-11-15T11:00:00+00:00"]
     assert Decimal(receiver.payloads[0]["spent_usd"]) > 10
+
+
+@on_session_loop
+async def test_an_orderly_stop_finishes_the_alert_in_flight_and_starts_no_other():
+    receiver = await Receiver(delay_s=0.3).start()
+    state = AlertState([SOFT], RULES, since=NOW - HOUR, now=NOW)
+    hook = Webhook(receiver.url)
+    alerter = Alerter(state, BOOK, hook.post, lambda: NOW)
+    broker = make_broker("127.0.0.1:1", alerter, "alerts-test", since=None)
+    alerter.keep = fired_log(broker)
+    log: list[str] = []
+
+    @broker.subscriber(ALERTS_TOPIC)
+    async def fired_records(message: KafkaMessage) -> None:
+        log.append(json.loads(message.body)["key"])
+
+    try:
+        async with TestKafkaBroker(broker) as test_broker:
+            stop = asyncio.Event()
+            running = asyncio.ensure_future(run_alerter(test_broker, alerter, 60, stop))
+            await send(test_broker, usage_event(tokens_for(Decimal(90))))  # decides 50% and 80%
+            while receiver.attempts == 0:
+                await asyncio.sleep(0.01)
+            stop.set()  # SIGTERM while the 50% post waits for its answer
+            await running
+    finally:
+        await hook.close()
+        await receiver.stop()
+    window = budget_window(SOFT, NOW)
+    assert receiver.keys == [f"budget/search-soft/{window.start.isoformat()}/50"]
+    assert log == receiver.keys  # posted and recorded: the next start will not post it again
+    assert state.pending == {f"budget/search-soft/{window.start.isoformat()}/80"}  # decided again next start
 
 
 # -- the budget-use panel's table rows, pure

@@ -53,6 +53,9 @@ class Alerter:
         self.queue: asyncio.Queue[Alert] = asyncio.Queue()
         self.delivered: list[str] = []
         self.skipped = 0
+        self.idle = asyncio.Event()  # clear while an alert is between its post and its record
+        self.idle.set()
+        self.stopping = False  # no new alert is started once set
 
     def decided(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -73,12 +76,18 @@ class Alerter:
 
     async def deliver_forever(self) -> None:
         """One alert at a time, in decision order: post (retried until 2xx), keep, then mark fired."""
-        while True:
+        while not self.stopping:
             alert = await self.queue.get()
-            await self.post(alert)
-            if self.keep is None:
-                raise RuntimeError("Alerter.keep is not set: no fired log to record delivered alerts in")
-            await self.keep(alert)
+            if self.stopping:  # taken while stopping: left for the next start, which decides it again
+                return
+            self.idle.clear()
+            try:
+                await self.post(alert)
+                if self.keep is None:
+                    raise RuntimeError("Alerter.keep is not set: no fired log to record delivered alerts in")
+                await self.keep(alert)
+            finally:
+                self.idle.set()
             self.state.delivered(alert.key)
             self.delivered.append(alert.key)
             log.info("alert %s delivered", alert.key)
@@ -121,13 +130,19 @@ def fired_log(broker: KafkaBroker) -> Callable[[Alert], Awaitable[None]]:
     return keep
 
 
-async def run_alerter(broker: KafkaBroker, alerter: Alerter, tick_s: float, stop: asyncio.Event) -> None:
-    """Until ``stop`` is set: consume, tick and deliver."""
+async def run_alerter(broker: KafkaBroker, alerter: Alerter, tick_s: float, stop: asyncio.Event,
+                      grace_s: float = 10.0) -> None:
+    """Until ``stop`` is set: consume, tick and deliver. An alert being delivered when it is set gets ``grace_s``
+    to be posted and recorded, so an orderly stop does not open the post-then-crash window."""
     await broker.start()
-    tasks = [asyncio.ensure_future(alerter.deliver_forever()), asyncio.ensure_future(alerter.tick_forever(tick_s))]
+    tasks = [asyncio.ensure_future(alerter.tick_forever(tick_s)), asyncio.ensure_future(alerter.deliver_forever())]
     try:
         await stop.wait()
     finally:
+        tasks[0].cancel()
+        alerter.stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(alerter.idle.wait(), grace_s)
         for task in tasks:
             task.cancel()
         for task in tasks:

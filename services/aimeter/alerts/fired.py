@@ -45,17 +45,28 @@ def record(alert: Alert) -> bytes:
     return json.dumps({"key": alert.key, "kind": alert.kind, "payload": alert.payload()}).encode()
 
 
+def _ends(consumer: Consumer, bootstrap: str, timeout: float) -> tuple[int, int]:
+    """The log's first and next offsets, asking again while the brokers are still electing its leader (a topic
+    created a moment ago answers NOT_LEADER_FOR_PARTITION at once, not after the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(ALERTS_TOPIC, 0), timeout=timeout)
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise FiredLogError(f"Kafka at {bootstrap} did not give the end of {ALERTS_TOPIC} within "
+                                    f"{timeout:.0f} s ({exc}); not starting, so no alert is posted twice") from None
+            time.sleep(0.5)
+        else:
+            return int(low), int(high)
+
+
 def read_fired(bootstrap: str, timeout: float = 30.0) -> set[str]:
     """Every alert key in the log, read from its beginning to the end it had when asked."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "aimeter-alerts-log", "enable.auto.commit": False,
                          **quiet_client(bootstrap, "aimeter-alerts")})
-    partition = TopicPartition(ALERTS_TOPIC, 0)
     try:
-        try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=timeout)
-        except KafkaException as exc:
-            raise FiredLogError(f"Kafka at {bootstrap} did not give the end of {ALERTS_TOPIC} within {timeout:.0f} s "
-                                f"({exc}); not starting, so no alert is posted twice") from None
+        low, high = _ends(consumer, bootstrap, timeout)
         keys: set[str] = set()
         if high <= low:
             return keys

@@ -23,6 +23,7 @@ HOUR = timedelta(hours=1)
 THRESHOLD = "budget_threshold"
 SPIKE = "spend_spike"
 CENT = Decimal("0.01")
+MICRO = Decimal("0.000001")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,10 @@ def threshold_key(budget: Budget, window: Window, pct: int) -> str:
 
 
 def usd(amount: Decimal) -> str:
-    return f"${amount.quantize(CENT):,}"
+    """Dollars to the cent; below a cent, to the micro-dollar (a $0.0005 budget must not read as $0.00)."""
+    if amount == 0 or abs(amount) >= CENT:
+        return f"${amount.quantize(CENT):,}"
+    return f"${amount.quantize(MICRO).normalize():f}"
 
 
 def thresholds_crossed(budget: Budget, window: Window, spent: Decimal, rules: Rules) -> list[Alert]:

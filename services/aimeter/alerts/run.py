@@ -12,7 +12,7 @@ from faststream.confluent import KafkaBroker
 
 from aimeter.alerts.app import Alerter, fired_log, make_broker, run_alerter
 from aimeter.alerts.budget_table import config_budgets, sync_budget_windows
-from aimeter.alerts.fired import ensure_alerts_topic, read_fired
+from aimeter.alerts.fired import FiredLogError, ensure_alerts_topic, read_fired
 from aimeter.alerts.ledger import load_ledger
 from aimeter.alerts.rules import Rules
 from aimeter.alerts.state import AlertState
@@ -68,7 +68,12 @@ async def run_alerts(settings: Settings, config: GatewayConfig, bootstrap: str) 
     # The pricer's own book: config, overrides and the stored GPU cost history, so a budget counts what it counts.
     base = load_price_book(config)
     book = PriceBook(history_config(config, await asyncio.to_thread(read_history, client)), base.overrides)
-    broker, alerter, webhook, fired = await prepare(settings, budgets, book, client, bootstrap=bootstrap, now=now)
+    try:
+        broker, alerter, webhook, fired = await prepare(settings, budgets, book, client, bootstrap=bootstrap,
+                                                        now=now)
+    except FiredLogError as exc:
+        print(f"aimeter alerts: {exc}", flush=True)
+        return 1
     soft = sum(1 for b in budgets if not b.hard)
     print(f"alerts: {soft} soft budgets (of {len(budgets)}), thresholds {settings.alerts_thresholds_pct}%, spike "
           f"{rules.spike_factor}x the trailing {rules.spike_trailing_hours} h mean and >= ${rules.spike_floor_usd}/h; "

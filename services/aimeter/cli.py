@@ -14,6 +14,7 @@ from pathlib import Path
 from aimeter import demo_cli, keys_cli
 from aimeter.budgets import cli as budgets_cli
 from aimeter.config import ConfigError, GatewayConfig, load_config
+from aimeter.gateway import ratelimit_cli
 from aimeter.grafana import cli as grafana_cli
 from aimeter.reports import chargeback, reconcile
 from aimeter.reports.format import parse_when, render
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     reprice.set_defaults(func=cmd_reprice)
     keys_cli.register(sub)
     budgets_cli.register(sub)
+    ratelimit_cli.register(sub)
     reconcile.register(sub)
     chargeback.register(sub)
     grafana_cli.register(sub)

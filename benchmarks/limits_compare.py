@@ -1,6 +1,6 @@
 """The gateway with and without rate limits and budgets: CPU per request at saturation, alternated in one run.
 
-    python -m benchmarks.limits_compare [--variants plain,ratelimits,budgets,both] [--reps 5] [--seconds 8]
+    python -m benchmarks.limits_compare [--variants plain,control,ratelimits,budgets,both] [--reps 5] [--seconds 8]
 
 Like ``version_compare`` (same session, same Kafka and fake upstream on core 1, each gateway on core 0, keys on,
 metering to Kafka, the order rotating every repetition), but every gateway runs this tree and only the config
@@ -131,7 +131,7 @@ def summary(runs: list[dict[str, Any]], variants: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.limits_compare", description=__doc__)
-    parser.add_argument("--variants", default="plain,ratelimits,budgets,both",
+    parser.add_argument("--variants", default="plain,control,ratelimits,budgets,both",
                         help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0)

@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import urllib.request
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -430,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(args.timeout)
     try:
         results = run(drill, args)
+    except Exception as exc:  # noqa: BLE001 - everything is stopped by now: write what was measured, then fail
+        traceback.print_exc()
+        results = {**drill.results, "error": f"{type(exc).__name__}: {exc}"}
     finally:
         signal.alarm(0)
     checks = verdicts(results)

@@ -44,6 +44,7 @@ def test_a_clean_run_passes_every_check():
      "revoked key refused by every replica within 1 s"),
     (("leftovers",), ["amdrill-gw1"], "nothing left behind"),
     (("requests", "other"), 3, "no request failed"),
+    (("error",), "DrillTimeoutError: the drill ran past its --timeout", "the drill ran to its end"),
 ])
 def test_each_fault_fails_its_check(path, value, check):
     results = copy.deepcopy(passing())

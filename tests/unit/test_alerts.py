@@ -235,6 +235,16 @@ async def test_a_redelivered_event_neither_double_counts_nor_refires(receiver: R
 
 
 @on_session_loop
+async def test_an_event_that_is_not_a_usage_event_is_skipped(receiver: Receiver):
+    async with consumer(receiver.url) as (alerter, broker, _log):
+        await broker.publish(b'{"event_id": "nope"}', USAGE_TOPIC)
+        await send(broker, usage_event(tokens_for(Decimal(55))))
+        await settle(alerter)
+    assert alerter.skipped == 1
+    assert [p["threshold_pct"] for p in receiver.payloads] == ["50"]
+
+
+@on_session_loop
 async def test_a_restart_does_not_refire(receiver: Receiver):
     event = usage_event(tokens_for(Decimal(60)))
     async with consumer(receiver.url) as (alerter, broker, log):

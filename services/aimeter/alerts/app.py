@@ -1,9 +1,9 @@
 """The alerts consumer: FastStream on the usage topic, the state's decisions posted one at a time.
 
 Off the request path (the gateway never waits for it), so it uses FastStream rather than the pricer's hand-run
-confluent-kafka loop. Each event is priced with the pricer's own pure price book (the same config, overrides and
-stored GPU cost history), so a budget counts what the ledger will count, as soon as the gateway emits it and
-without waiting for the pricer's insert.
+confluent-kafka loop. Each event is priced as the pricer prices it: its memoized tariffs over the same price book
+(config, overrides, stored GPU cost history), ``PriceBook.price`` where a tariff defers. So a budget counts what
+the ledger will count, as soon as the gateway emits the event, without waiting for the pricer's insert.
 
 Exactly once per alert: an alert is decided once (:class:`AlertState` keeps it pending), posted until the
 webhook answers 2xx, then written to the compacted log (acks=all) and only then marked fired. If the process
@@ -17,36 +17,42 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 from confluent_kafka import Consumer, TopicPartition
 from faststream.confluent import KafkaBroker
 from faststream.confluent.annotations import KafkaMessage
-from pydantic import ValidationError
 
 from aimeter.alerts.fired import ALERTS_TOPIC, record
 from aimeter.alerts.rules import Alert
 from aimeter.alerts.state import AlertState, Spend
-from aimeter.events import USAGE_TOPIC, UsageEvent
+from aimeter.budgets.ledger import to_usd
+from aimeter.budgets.pricing import Costs
+from aimeter.events import USAGE_TOPIC
 from aimeter.pricer.pricebook import PriceBook
 
 log = logging.getLogger("aimeter.alerts")
 CLOCK_SKEW = timedelta(minutes=5)  # gateways' clocks (Kafka timestamps) may run behind ours
 
 
-def spend_of(event: UsageEvent, book: PriceBook) -> Spend:
+def spend_of(raw: bytes, costs: Costs) -> Spend:
+    """One encoded usage event as the alerts count it, priced as the pricer prices it (its memoized tariffs, else
+    ``PriceBook.price``: ``Costs.of_event``); raises ValueError for an event that is not a valid UsageEvent v1."""
+    event, units = costs.of_event(raw)
     a = event.attribution
-    return Spend(event.event_id, event.started_at, book.price(event).cost_usd, a.team, a.project, a.user,
-                 a.api_key_id)
+    started = event.started_at if isinstance(event.started_at, datetime) else datetime.fromisoformat(event.started_at)
+    return Spend(UUID(str(event.event_id)), started.astimezone(UTC), None if units is None else to_usd(units),
+                 a.team, a.project, a.user, a.api_key_id)
 
 
 class Alerter:
-    """The state, the price book and the way out (``post`` to the webhook, ``keep`` in the fired log)."""
+    """The state, the pricer's costs and the way out (``post`` to the webhook, ``keep`` in the fired log)."""
 
     def __init__(self, state: AlertState, book: PriceBook, post: Callable[[Alert], Awaitable[None]],
                  clock: Callable[[], datetime]) -> None:
         self.state = state
-        self.book = book
+        self.costs = Costs(book)
         self.post = post
         self.keep: Callable[[Alert], Awaitable[None]] | None = None  # the fired log: :func:`fired_log`
         self.clock = clock
@@ -64,12 +70,12 @@ class Alerter:
 
     def on_usage(self, body: bytes) -> None:
         try:
-            event = UsageEvent.model_validate_json(body)
-        except ValidationError as exc:  # the pricer dead-letters it; it has no cost to count here either
+            spend = spend_of(body, self.costs)
+        except ValueError as exc:  # the pricer dead-letters it; it has no cost to count here either
             self.skipped += 1
-            log.warning("alerts: skipped an event that is not a valid UsageEvent v1 (%d errors)", exc.error_count())
+            log.warning("alerts: skipped an event that is not a valid UsageEvent v1 (%s)", str(exc)[:200])
             return
-        self.decided(self.state.add(spend_of(event, self.book)))
+        self.decided(self.state.add(spend))
 
     def tick(self) -> None:
         self.decided(self.state.tick(self.clock()))

@@ -30,7 +30,12 @@ class NetError(RuntimeError):
 
 def ip(*args: str, check: bool = True) -> str:
     """Run ``ip`` (iproute2) and return stdout; a failure names the command."""
-    out = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    try:
+        out = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    except FileNotFoundError:  # no iproute2: the drill falls back to loopback ports
+        if check:
+            raise NetError("`ip` (iproute2) is not installed: apt-get install iproute2") from None
+        return ""
     if check and out.returncode != 0:
         raise NetError(f"`ip {' '.join(args)}` failed (exit {out.returncode}): {out.stderr.strip()}")
     return out.stdout

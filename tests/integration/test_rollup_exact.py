@@ -20,7 +20,9 @@ from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aimeter.reports import panels, rollup
+from aimeter.grafana.build import load_dashboards
+from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
+from aimeter.reports import panels, panels_ops, rollup
 from aimeter.reports.reconcile import reconcile_sql
 from aimeter.reports.sql import (
     MEASURES,
@@ -41,7 +43,8 @@ DATABASE = "rollup_property"
 BASE = datetime(2026, 11, 10, tzinfo=UTC)
 HOURS = 6
 TABLES = ("usage_events", "usage_costs", "usage_cost_versions", "gpu_cost_periods", "gpu_cost_period_versions",
-          "rollup_marks", "rollup_hours", "usage_rollup")
+          "rollup_marks", "rollup_hours", "usage_rollup", "ops_rollup", "ops_rollup_all",
+          "usage_rollup_teams")
 ROUTES = [("proprietary", "openai", "openai", "gpt-4o"), ("proprietary", "anthropic", "anthropic", "claude"),
           ("self_hosted", "gpu-a", "vllm", "llama")]
 WINDOWS = [(BASE + timedelta(minutes=30), BASE + timedelta(hours=4, minutes=10)),  # partial edges
@@ -66,6 +69,11 @@ event = st.fixed_dictionaries({
     "route": st.sampled_from(ROUTES), "cost": money, "reference": money, "text_cost": money,
     "input": st.integers(0, 5000), "cached": st.integers(0, 5000), "output": st.integers(0, 3000),
     "unmetered": st.booleans(),
+    # The gateway's side of the attempt (the operations panels): outcome, duration, first token, pipeline lag.
+    "attempt": st.sampled_from([("ok", 200, False), ("ok", 200, True), ("upstream_error", 502, False),
+                                ("timeout", 504, True)]),
+    "duration_ms": st.integers(0, 120_000), "ttft_ms": st.one_of(st.none(), st.integers(0, 5000)),
+    "lag_ms": st.integers(0, 90_000),
 })
 step = st.one_of(
     st.tuples(st.just("insert"), st.lists(event, min_size=1, max_size=6)),
@@ -98,7 +106,11 @@ class Ledger:
             cost = None if status != "priced" else e["cost"]
             common = [event_id, at, at + timedelta(seconds=1), backend, provider, deployment, e["team"], e["project"],
                       e["user"], e["key"], e["input"], cached, e["output"]]
-            rows_e.append([*common, model, model, "ok"])
+            status_, http_status, stream = e["attempt"]
+            ended = at + timedelta(milliseconds=e["duration_ms"])
+            first_token = None if not stream or e["ttft_ms"] is None else at + timedelta(milliseconds=e["ttft_ms"])
+            rows_e.append([*common[:2], ended, *common[3:], model, model, status_, http_status, stream, first_token,
+                           ended + timedelta(milliseconds=e["lag_ms"])])
             rows_c.append([*common, model, cost, e["reference"], e["text_cost"], e["text_cost"], status, 0])
         self._write(rows_e, rows_c)
         self.batches.append((rows_e, rows_c))
@@ -108,8 +120,9 @@ class Ledger:
         head = ["event_id", "started_at", "ended_at", "backend", "provider", "deployment", "team", "project", "user",
                 "api_key_id", "input_tokens", "cache_read_input_tokens", "output_tokens"]
         if rows_e:
-            self.client.insert("usage_events", rows_e, column_names=[*head, "model_requested", "model_served",
-                                                                      "status"])
+            self.client.insert("usage_events", rows_e, column_names=[
+                *head, "model_requested", "model_served", "status", "http_status", "stream", "first_token_at",
+                "ingested_at"])
         self.client.insert("usage_costs", rows_c, column_names=[
             *head, "model", "cost_usd", "reference_cost_usd", "input_text_cost_usd", "cache_read_cost_usd",
             "pricing_status", "rating_version"])
@@ -155,12 +168,37 @@ def reports(window: Window, *, every: bool) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+OPS_DASHBOARD = next(d for d in load_dashboards() if d["uid"] == "aimeter-gateway-ops")
+
+
+def ops_context(since: datetime, until: datetime, interval: timedelta, team: str | None) -> QueryContext:
+    variables = {v["name"]: Variable(v["name"], ALL if v.get("includeAll") else v["current"]["value"])
+                 for v in OPS_DASHBOARD["templating"]["list"]}
+    if team is not None:
+        variables["team"] = Variable("team", (team,))
+    return QueryContext(since, until, interval, variables)
+
+
+def assert_ops_exact(client: Client, since: datetime, until: datetime, *, every: bool) -> None:
+    """The Gateway operations panels (as the dashboard expands them) with ops_rollup equal them over raw rows:
+    counts and token sums, and the quantilesBFloat16 quantiles (hourly states merge by adding counts). An hour
+    bucket reads rollups; a 20-minute one cannot (raw); a team filter applies to both parts."""
+    raw = dataclasses.replace(panels.GRAFANA_WINDOW, rollups=False)
+    contexts = ((timedelta(hours=1), None), (timedelta(hours=1), "alpha"), (timedelta(minutes=20), None))
+    for interval, team in contexts if every else contexts[:2]:
+        ctx = ops_context(since, until, interval, team)
+        for with_rollups, without in zip(panels_ops.ops_panels(), panels_ops.ops_panels(raw), strict=True):
+            rolled = run(client, (expand(with_rollups, ctx), {}))
+            assert rolled == run(client, (expand(without, ctx), {})), with_rollups[:300]
+
+
 def assert_exact(client: Client, *, every: bool = False) -> None:
     for since, until in WINDOWS:
         rolled = bound_window(since, until)
         raw = dataclasses.replace(rolled, rollups=False)
         for with_rollups, without in zip(reports(rolled, every=every), reports(raw, every=every), strict=True):
             assert run(client, with_rollups) == run(client, without), with_rollups[0][:300]
+        assert_ops_exact(client, since, until, every=every)
         params = {"since": since, "until": until}
         assert run(client, (reconcile_sql(), params)) == run(client, (reconcile_sql(rollups=False), params))
         every = False  # the other windows check the main reports only (each query plans the GPU view: ~0.15 s)
@@ -201,11 +239,25 @@ def test_a_clean_hour_is_read_from_the_rollup_only(store: Client) -> None:
     ledger = Ledger(store)
     ledger.insert([{"hour": 1, "second": 5, "ms": 0, "team": "alpha", "project": "p1", "user": "u1", "key": "k1",
                     "route": ROUTES[0], "cost": Decimal("1.5"), "reference": None, "text_cost": None, "input": 10,
-                    "cached": 0, "output": 5, "unmetered": False}])
+                    "cached": 0, "output": 5, "unmetered": False, "attempt": ("ok", 200, True), "duration_ms": 800,
+                    "ttft_ms": 120, "lag_ms": 1500}])
     rollup.refresh(store)
     store.command("ALTER TABLE usage_costs UPDATE cost_usd = 999 WHERE 1 SETTINGS mutations_sync = 2")
+    store.command("ALTER TABLE usage_events UPDATE http_status = 599 WHERE 1 SETTINGS mutations_sync = 2")
+    ctx = ops_context(BASE, BASE + timedelta(hours=HOURS), timedelta(hours=1), None)
+    raw_ops = dataclasses.replace(panels.GRAFANA_WINDOW, rollups=False)
+    assert run(store, (expand(panels_ops.status_breakdown(), ctx), {})) == [("ok", 200, 1)]  # ops_rollup_all's
+    alpha = ops_context(BASE, BASE + timedelta(hours=HOURS), timedelta(hours=1), "alpha")
+    assert run(store, (expand(panels_ops.status_breakdown(), alpha), {})) == [("ok", 200, 1)]  # ops_rollup's
+    assert run(store, (expand(panels_ops.status_breakdown(raw_ops), ctx), {})) == [("ok", 599, 1)]
     window = bound_window(BASE, BASE + timedelta(hours=HOURS))
     [[total]] = store.query(*aggregate_query(["cost_usd"], window)).result_rows
     assert total == Decimal("1.5")  # from the rollup: the (deliberately corrupted) raw row was not read
     [[raw]] = store.query(*aggregate_query(["cost_usd"], dataclasses.replace(window, rollups=False))).result_rows
     assert raw == Decimal("999")
+    # Spend by team reads usage_rollup_teams, spend by user the wider usage_rollup (corrupted here).
+    store.command("ALTER TABLE usage_rollup UPDATE cost_usd = 7 WHERE 1 SETTINGS mutations_sync = 2")
+    by_team = aggregate_query(["cost_usd"], window, grouping=Grouping(key="team", key_name="team"))
+    assert run(store, by_team) == [("alpha", Decimal("1.5"))]
+    by_user = aggregate_query(["cost_usd"], window, grouping=Grouping(key="user", key_name="user"))
+    assert run(store, by_user) == [("u1", Decimal("7"))]

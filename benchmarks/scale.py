@@ -10,12 +10,14 @@ versions. Then it prints, medians of ``--runs``:
 * the dashboards over 90 days: every panel of every dashboard as shipped (rollups), and the spend panels
   built without rollups (raw FINAL), as the plugin would expand them (3 h interval);
 * the rollup job: the first build, and a refresh after new events;
-* ingestion with the rollups maintained: the pricer's build_batch + insert_batch + a rollup refresh, CPU per
-  event, against a store without the rollup migration (same run, alternating);
+* ingestion with the rollups maintained: the pricer's build_batch + insert_batch at its batch (the insert-time
+  marks included), CPU per event, against a store without the rollup migrations (same run, alternating); and
+  the rollup job apart, CPU per hour it recomputes (it runs off the insert path);
 * bytes on disk per event (raw tables, rollup tables).
 
 Results go to benchmarks/results/scale.{json,md}; ``benchmarks/scale_chart.py`` draws scale.svg. Not for CI:
-100M events take ~1 h and ~20 GB on the 2-core box (``--sizes 20000`` is the smoke size).
+100M events take over an hour and ~20 GB on the 2-core box (``--sizes 20000`` is the smoke size;
+``--no-raw-panels`` skips the raw FINAL panel baselines, minutes each at 100M).
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from clickhouse_connect.driver.client import Client
 
 from aimeter.grafana.build import load_dashboards
 from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
-from aimeter.reports import panels, rollup
+from aimeter.reports import panels, panels_ops, rollup
 from aimeter.reports.sql import aggregate_query, bound_window, chargeback_query, daily_query
+from aimeter.settings import Settings
 from aimeter.store.migrations import MIGRATIONS_DIR, migrate
 
 RESULTS = Path(__file__).parent / "results"
@@ -191,6 +194,8 @@ def raw_panel_seconds(client: Client, now: datetime, runs: int) -> dict[str, flo
         "AI spend overview: Top users": panels.top_by("user", "user", raw),
         "AI spend overview: $ per 1M tokens by model": panels.usd_per_million_by_model(raw),
         "Chargeback: Idle self-hosted capacity": panels.idle_capacity(raw),
+        "Gateway operations: Latency p50 / p95 / p99": panels_ops.latency(raw),
+        "Gateway operations: Attempts by status": panels_ops.status_breakdown(raw),
     }
     return {name: median_s(client, expand(sql, ctx), runs=runs) for name, sql in built.items()}
 
@@ -206,24 +211,29 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def ingest_us_per_event(client: Client, events: int, batch: int, *, refresh: bool) -> float:
-    """CPU µs per event of the pricer's path (build_batch + insert_batch), plus a rollup refresh if asked."""
+def ingest_us_per_event(client: Client, events: int, batch: int) -> float:
+    """CPU µs per event of the pricer's insert path (build_batch + insert_batch; with the rollup migration the
+    insert-time views mark the hours written), into one whole hour that has passed."""
     from aimeter.pricer.overrides_load import load_price_book  # noqa: PLC0415
     from aimeter.pricer.rows import build_batch  # noqa: PLC0415
     from aimeter.pricer.write import insert_batch  # noqa: PLC0415
     from benchmarks.pricer_micro import CONFIG, make_events  # noqa: PLC0415
 
     book = load_price_book(CONFIG)
-    # A whole hour that has passed, so the refresh rolls up every event written (each hour is computed once).
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     values = make_events(events, seed=int(time.time()), start=hour)
     build_batch(values[:100], book, datetime.now(UTC))
     start = cpu()
     for i in range(0, events, batch):
         insert_batch(client, build_batch(values[i:i + batch], book, datetime.now(UTC)))
-    if refresh:
-        rollup.refresh(client)
     return (cpu() - start) / events * 1e6
+
+
+def job_seconds(client: Client) -> tuple[float, float, int]:
+    """The rollup job over what was written since the last one: (CPU s, wall s, hours computed)."""
+    start, t0 = cpu(), time.perf_counter()
+    done = rollup.refresh(client)
+    return cpu() - start, time.perf_counter() - t0, done.computed
 
 
 def store(root: Path, database: str, *, reuse: bool = False) -> Client:
@@ -241,11 +251,12 @@ def drop(root: Path, database: str) -> None:
 
 
 def measure(size: int, root: Path, runs: int, now: datetime, *, reuse: bool = False,
-            generate_only: bool = False) -> dict[str, Any]:
+            generate_only: bool = False, raw_panels: bool = True) -> dict[str, Any]:
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
     client = store(root, f"scale_{size}", reuse=reuse)
     gen_s = 0.0
-    if migrate(client):  # a new store (else a kept one, --reuse)
+    migrate(client)  # a kept store (--reuse) gets the migrations added since
+    if not int(client.command("SELECT count() FROM usage_events")):  # a new store (else a kept one, --reuse)
         gen_s = generate(client, size, start)
     if generate_only:
         return {"events": size, "generate_s": gen_s}
@@ -261,15 +272,18 @@ def measure(size: int, root: Path, runs: int, now: datetime, *, reuse: bool = Fa
         "chargeback_raw_s": chargeback_seconds(client, month, rollups=False, runs=runs),
         "chargeback_rollup_s": chargeback_seconds(client, month, rollups=True, runs=runs),
         "panels_rollup_s": panel_seconds(client, now, runs),
-        "panels_raw_s": raw_panel_seconds(client, now, runs),
+        "panels_raw_s": raw_panel_seconds(client, now, runs) if raw_panels else {},
     }
     disk = disk_bytes(client)
     raw_tables = ("usage_events", "usage_costs", "usage_cost_versions")
-    rollup_tables = ("usage_rollup", "rollup_hours", "rollup_marks")
+    rollup_tables = ("usage_rollup", "usage_rollup_teams", "ops_rollup", "ops_rollup_all", "rollup_hours",
+                     "rollup_marks")
     result["bytes_per_event_raw"] = round(sum(disk.get(t, 0) for t in raw_tables) / size, 1)
     result["bytes_per_event_rollup"] = round(sum(disk.get(t, 0) for t in rollup_tables) / size, 2)
     result["rollup_rows"] = int(client.command("SELECT count() FROM usage_rollup"))
-    result["ingest_us_per_event_rollups"] = ingest_us_per_event(client, 20_000, 5000, refresh=True)
+    for table in ("usage_rollup_teams", "ops_rollup", "ops_rollup_all"):
+        result[f"{table}_rows"] = int(client.command(f"SELECT count() FROM {table}"))
+    result["ingest_us_per_event_rollups"] = ingest_us_per_event(client, 20_000, 20_000)
     t0 = time.perf_counter()
     rollup.refresh(client)
     result["refresh_after_ingest_s"] = round(time.perf_counter() - t0, 3)
@@ -278,26 +292,36 @@ def measure(size: int, root: Path, runs: int, now: datetime, *, reuse: bool = Fa
 
 
 def ingest_compare(root: Path, runs: int, events: int) -> dict[str, float]:
-    """Same run, alternating: the pricer path into a store without the rollup migration, and with it (marks
-    on insert plus a refresh of the hours written). Medians of CPU µs per event."""
+    """Same run, alternating: the pricer's insert path (at its default batch, AIMETER_PRICER_BATCH_MAX) into a
+    store without the rollup migrations and into one with them (the insert-time views mark hours), medians of
+    CPU µs per event. The rollup job runs apart from the insert path (its own thread and client); its cost is
+    measured apart too: CPU per hour of ``events`` events it recomputes (every source: costs, GPU, ops)."""
     before = root / "migrations-without-rollups"
     shutil.rmtree(before, ignore_errors=True)
     before.mkdir(parents=True)
     for path in MIGRATIONS_DIR.glob("*.sql"):
         if int(path.name[:4]) < 10:
             shutil.copy(path, before)
-    off, on = [], []
+    batch = Settings.model_fields["pricer_batch_max"].default
+    off, on, job_cpu, job_wall = [], [], [], []
     for run in range(runs):
         for rollups, out in ((False, off), (True, on)):
             database = f"ingest_{run}_{int(rollups)}"
             client = store(root, database)
             migrate(client, MIGRATIONS_DIR if rollups else before)
-            out.append(ingest_us_per_event(client, events, 5000, refresh=rollups))
+            out.append(ingest_us_per_event(client, events, batch))
+            if rollups:
+                cpu_s, wall_s, hours = job_seconds(client)
+                job_cpu.append(cpu_s / max(hours, 1))
+                job_wall.append(wall_s / max(hours, 1))
             drop(root, database)
     a, b = statistics.median(off), statistics.median(on)
+    job = statistics.median(job_cpu)
     return {"without_rollups_us": round(a, 2), "with_rollups_us": round(b, 2),
             "without_rollups_events_per_s": round(1e6 / a), "with_rollups_events_per_s": round(1e6 / b),
-            "change_pct": round((b - a) / a * 100, 1)}
+            "change_pct": round((b - a) / a * 100, 1), "batch": batch, "events_per_hour": events,
+            "job_cpu_s_per_hour": round(job, 3), "job_wall_s_per_hour": round(statistics.median(job_wall), 3),
+            "job_cpu_us_per_event": round(job / events * 1e6, 2)}
 
 
 def markdown(results: list[dict[str, Any]], ingest: dict[str, float], command: str) -> str:
@@ -314,9 +338,14 @@ def markdown(results: list[dict[str, Any]], ingest: dict[str, float], command: s
         lines.append(f"| {r['events']:,} | {r['chargeback_raw_s']:.2f} s | {r['chargeback_rollup_s']:.2f} s | "
                      f"{slow:.2f} s ({slow_name}) | {raw_cell} | {build} | "
                      f"{r['bytes_per_event_raw']} | {r['bytes_per_event_rollup']} |")
-    lines += ["", f"Ingestion (pricer build_batch + insert_batch, CPU per event, same run): "
-              f"{ingest['without_rollups_us']} µs without the rollup migration, {ingest['with_rollups_us']} µs with "
-              f"it (marks + refresh): {ingest['change_pct']:+.1f}%.", ""]
+    lines += ["", f"Ingestion (the pricer's build_batch + insert_batch at its batch of {ingest['batch']:,}, CPU per "
+              f"event, same run, alternating): {ingest['without_rollups_us']} µs without the rollup migrations "
+              f"({ingest['without_rollups_events_per_s']:,} events/s per core), {ingest['with_rollups_us']} µs with "
+              f"them, the insert-time marks included ({ingest['with_rollups_events_per_s']:,} events/s): "
+              f"{ingest['change_pct']:+.1f}%. The rollup job, apart from the insert path: "
+              f"{ingest['job_cpu_s_per_hour']} s CPU ({ingest['job_wall_s_per_hour']} s wall) per hour of "
+              f"{ingest['events_per_hour']:,} events it recomputes, {ingest['job_cpu_us_per_event']} µs per event.",
+              ""]
     for r in results:
         lines += [f"## {r['events']:,} events ({r['month_events']:,} in {r['month']})", "",
                   *([r["note"], ""] if r.get("note") else []),
@@ -336,6 +365,7 @@ def main() -> None:
     parser.add_argument("--ingest-events", type=int, default=50_000)
     parser.add_argument("--reuse", action="store_true", help="keep the generated stores and measure kept ones")
     parser.add_argument("--generate-only", action="store_true")
+    parser.add_argument("--no-raw-panels", action="store_true", help="skip the raw FINAL panel baselines")
     parser.add_argument("--ingest-from", type=Path, help="the ingest comparison of an earlier run (scale.json)")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -348,7 +378,8 @@ def main() -> None:
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"size {size:,}", flush=True)
-        results.append(measure(size, root, args.runs, now, reuse=args.reuse, generate_only=args.generate_only))
+        results.append(measure(size, root, args.runs, now, reuse=args.reuse, generate_only=args.generate_only,
+                               raw_panels=not args.no_raw_panels))
         print(json.dumps(results[-1], indent=1), flush=True)
         if args.generate_only:
             continue

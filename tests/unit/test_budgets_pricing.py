@@ -81,6 +81,8 @@ def test_output_cap_per_api_and_the_model_limit() -> None:
     assert output_cap({"generationConfig": {"maxOutputTokens": 77}}, 8192) == 77
     assert output_cap({"options": {"num_predict": 12}}, 8192) == 12
     assert output_cap({"max_tokens": True}, 100) == 100  # a bool is no cap
+    # Nor is a negative one, in any API's spelling (it would make the reservation negative).
+    assert output_cap({"generationConfig": {"maxOutputTokens": -5}, "options": {"num_predict": True}}, 100) == 100
     assert worst_usage({"input": "abc"}, 400, 100, embeddings=True).output_tokens == 0
 
 

@@ -1,37 +1,48 @@
 """The gateway's budget hook: reserve before forwarding, settle when the usage event is emitted.
 
 Runs on the gateway's event loop, so the ledger is only ever touched from that one thread (the topic follower
-leaves its events in an inbox the gate drains before each check). A Refusal raised here becomes a 429 in the
-API's own error shape, with ``retry-after`` until the budget resets.
+leaves its events in an inbox the gate drains before each check, and so does the settle worker, which decodes and
+prices emitted events off the loop). A Refusal raised here becomes a 429 in the API's own error shape, with
+``retry-after`` until the budget resets.
+
+Per request the loop does plain lookups and integer arithmetic (~4 us CPU with four budgets, measured in
+benchmarks/budget_check.py): the attribution's accounts are remembered by the ledger, and the worst-case rates per
+(backend, model, api, batch tag) for the current minute, made from the pricer's tariff (made again when the price
+book or the budgets settings are replaced, or the backend object changes).
 
 Budgets come from the config and from the gateway keys' records (``limits["budgets"]``). The key records are
 read once a second; when their budgets change, a new ledger is built beside the current one (spend loaded and
 the topic followed from a new cutoff) and replaces it once current: a change takes effect within seconds,
-with no restart. Requests in flight at the swap are counted when their events arrive, like another replica's.
+with no restart. Requests in flight at the swap are counted when their events arrive, like another replica's
+(they settle in the ledger they reserved in, so the new one does not take their ids as already counted).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from aimeter.budgets.ledger import Ledger, Reservation, Scopes, to_usd
+from aimeter.budgets.ledger import Ledger, Reservation, commit_priced, to_usd
 from aimeter.budgets.model import Budget
-from aimeter.budgets.pricing import Costs, Route, Tags, worst_usage
+from aimeter.budgets.pricing import Costs, Route, Tags, WorstRates, WorstUsage, output_cap, worst_rates
 from aimeter.budgets.spec import BudgetsConfig, key_budgets
 from aimeter.budgets.sync import TopicFollower
 from aimeter.config import Backend
 from aimeter.events import Attribution
+from aimeter.pricer.tariff import Defer
 
 log = logging.getLogger(__name__)
 _NO_TAGS = Tags({})
 KEYS_EVERY_S = 1.0
 # Builds a ledger for a set of budgets and starts its follower (None: nothing to follow, no budgets).
 Rebuild = Callable[[list[Budget]], tuple[Ledger, TopicFollower | None]]
-MAX_ROUTES = 10_000  # (backend, model, api, batch tag, minute) tariffs kept; cleared when full
+MAX_ROUTES = 10_000  # (backend, model, api, batch tag) tariffs and rates kept; cleared when full
 
 
 class BudgetGate:
@@ -39,7 +50,10 @@ class BudgetGate:
 
     def __init__(self, ledger: Ledger, costs: Costs, config: BudgetsConfig, follower: TopicFollower | None = None,
                  *, keys: Any = None, fixed: list[Budget] | None = None, rebuild: Rebuild | None = None) -> None:
-        self.ledger, self.costs, self.config, self.follower = ledger, costs, config, follower
+        self.ledger, self.follower = ledger, follower
+        self._routes: dict[tuple[Any, ...], _Priced] = {}
+        self.settler = Settler(costs)
+        self.costs, self.config = costs, config
         # Key-store budgets: ``keys.records`` (a gateway KeyStore), the config's budgets, and how to rebuild.
         self.keys, self.fixed, self.rebuild = keys, fixed or [], rebuild
         self.key_budgets: dict[str, Budget] = {}
@@ -47,10 +61,29 @@ class BudgetGate:
         self._next: tuple[Ledger, TopicFollower | None] | None = None
         self._problems: set[str] = set()
         self.max_delay_s = 0.0  # the largest "ended on a replica -> counted here" so far
-        self.pending: dict[str, tuple[Reservation, float]] = {}
+        self.pending: dict[str, Reservation] = {}  # by event id (a reservation knows its ledger and time)
         self._minute = (-1, "")
-        self._tariffs: dict[tuple[Any, ...], tuple[Route, Any]] = {}
         self.largest = 0  # the largest reservation so far (units): c_max in the overshoot bound
+
+    @property
+    def costs(self) -> Costs:
+        return self._costs
+
+    @costs.setter
+    def costs(self, costs: Costs) -> None:
+        """A new price book: every route's worst-case rates are made again from it."""
+        self._costs = self.settler.costs = costs
+        self._routes.clear()
+
+    @property
+    def config(self) -> BudgetsConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: BudgetsConfig) -> None:
+        """New budgets settings (output limits): every route's worst case is made again."""
+        self._config = config
+        self._routes.clear()
 
     def _started_text(self, at: float) -> str:
         minute = int(at // 60)
@@ -62,47 +95,76 @@ class BudgetGate:
                 api: str, body: dict[str, Any], body_bytes: int, now: float) -> None:
         """Reserve the request's worst case in every budget that applies; raises ``Refusal`` when one is full."""
         self.refresh(now)
-        if not self.ledger.by_scope:  # no budget at all (a key store may add one later)
+        ledger = self.ledger
+        if not ledger.by_scope:  # no budget at all (a key store may add one later)
             return
-        scopes = Scopes(attribution.api_key_id, attribution.team, attribution.project, attribution.user)
-        accounts = self.ledger.applicable(scopes)
+        a = attribution
+        accounts = ledger.applicable((a.api_key_id, a.team, a.project, a.user))
         if not accounts:
             return
-        limit = self.config.output_limits.get(model, self.config.output_limit)
-        usage = worst_usage(body, body_bytes, limit, embeddings="embed" in api)
-        # The tariff of this route and minute, kept here: the pricer's memo needs a Route and its key first.
-        batch = attribution.tags.get("batch") if attribution.tags else None
-        key = (backend_name, model, api, batch, int(now // 60))
-        found = self._tariffs.get(key)
-        if found is None:
-            tags = Tags(attribution.tags) if attribution.tags else _NO_TAGS
-            route = Route(backend.deployment.value, backend_name, backend.provider, model, "", api, tags,
-                          self._started_text(now))
-            if len(self._tariffs) > MAX_ROUTES:
-                self._tariffs.clear()
-            found = self._tariffs[key] = (route, self.costs.tariff(route))
-        worst = self.costs.worst_case(found[0], usage, found[1]) or 0  # unpriced model: nothing to reserve
-        reservation = self.ledger.reserve_in(accounts, worst, now)
-        self.largest = max(self.largest, worst)
-        self.pending[event_id] = (reservation, now)
+        tags = a.tags
+        key = (backend_name, model, api, tags.get("batch") if tags else None)
+        priced = self._routes.get(key)
+        if priced is None or priced[0] != now // 60 or priced[1] is not backend:
+            priced = self._route(key, backend, attribution, now)
+        _, _, rates, limit, embeddings, route, tariff = priced
+        prompt = -(-body_bytes // 4)  # worst_usage(): the whole body at ~4 bytes a token, rounded up
+        output = 0 if embeddings else output_cap(body, limit)
+        try:
+            if rates is None:
+                raise Defer("no worst-case rates for this tariff")
+            worst = rates.price(prompt, output) or 0  # unpriced model: nothing to reserve
+        except Defer:
+            worst = self._costs.worst_case(route, WorstUsage(prompt, output), tariff) or 0
+        self.pending[event_id] = ledger.reserve_in(accounts, worst, now)
+        if worst > self.largest:  # noqa: PLR1730 - max() is a call, this runs per request
+            self.largest = worst
+
+    def _route(self, key: tuple[Any, ...], backend: Backend, attribution: Attribution, now: float) -> _Priced:
+        """The pricer's tariff for this route and minute and its worst-case rates, kept until the minute ends."""
+        backend_name, model, api, _ = key
+        tags = Tags(attribution.tags) if attribution.tags else _NO_TAGS
+        route = Route(backend.deployment.value, backend_name, backend.provider, model, "", api, tags,
+                      self._started_text(now))
+        tariff = self._costs.tariff(route)
+        limit = self._config.output_limits.get(model, self._config.output_limit)
+        if len(self._routes) > MAX_ROUTES:
+            self._routes.clear()
+        priced = self._routes[key] = _Priced(now // 60, backend, None if tariff is None else worst_rates(tariff),
+                                             limit, "embed" in api, route, tariff)
+        return priced
 
     def settle(self, event_id: str, payload: bytes) -> None:
-        """The event is emitted: commit its real cost, priced as the pricer prices it."""
+        """The event is emitted: its real cost, priced as the pricer prices it, replaces the reservation.
+
+        The pricing runs on the settle worker, off the event loop; the cost is committed on the loop before the
+        next check (:meth:`refresh`). Until then the reservation stays held, which only errs safe: the replica's
+        own spend is never counted below what it is, and the event reaches the other replicas as before."""
         held = self.pending.pop(event_id, None)
         if held is None:
             return
-        reservation, started = held
-        try:
-            _, cost = self.costs.of_event(payload)
-        except Exception:  # noqa: BLE001 - an event we cannot price here still counts: its worst case
-            cost = None
-        self.ledger.settle(reservation, cost, event_id, started)
+        held.ledger.expect(event_id)  # type: ignore[union-attr] # its copy on the topic is not counted meanwhile
+        held.event_id, held.payload = event_id, payload
+        settler = self.settler
+        settler.todo.put(held)  # Settler.submit, inlined (per request)
+        settler.submitted += 1
+        if not settler.running:
+            settler.start()
 
     def release(self, event_id: str) -> None:
         """The event could not be built: commit the reservation (its worst case), never leak it."""
         held = self.pending.pop(event_id, None)
-        if held is not None:
-            self.ledger.settle(held[0], None, event_id, held[1])
+        if held is not None and held.ledger is not None:
+            held.ledger.settle(held, None, event_id, held.started)
+
+    def flush(self, timeout_s: float = 1.0) -> None:
+        """Commit every settle handed off so far (``status`` and tests: what was emitted is settled)."""
+        self.settler.wait(timeout_s)
+        self._commit()
+
+    def _commit(self) -> None:
+        """Apply the costs the settle worker priced (on the loop: the ledger has one writer)."""
+        commit_priced(self.settler.done)
 
     def drain(self, follower: TopicFollower) -> None:
         """Apply what the topic follower has priced since the last check (on the loop: one writer)."""
@@ -127,6 +189,7 @@ class BudgetGate:
 
         ``max_delay_s`` (the bound's d) and ``largest_reservation_usd`` (its c_max) are what this replica saw."""
         self.refresh(now)
+        self.flush()
         budgets = []
         for account in self.ledger.accounts():
             if now >= account.reset or now < account.start:
@@ -151,6 +214,8 @@ class BudgetGate:
             self._swap_when_current()
         if self.follower is not None:
             self.drain(self.follower)
+        if self.settler.done:
+            self._commit()
 
     def sync_keys(self, now: float) -> None:
         """Once a second: when the keys' budgets changed, start building the ledger for the new set."""
@@ -176,6 +241,93 @@ class BudgetGate:
         self.ledger, self.follower = ledger, follower
         if old is not None:
             _stop_later(old)
+
+
+class _Priced(NamedTuple):
+    """What the gate keeps per (backend, model, api, batch tag) for the minute it was made in."""
+
+    minute: float
+    backend: Backend
+    rates: WorstRates | None
+    limit: int  # the model's output limit (budgets.output_limits, else output_limit)
+    embeddings: bool  # an embeddings API generates no output
+    route: Route
+    tariff: Any
+
+
+class Settler:
+    """Prices emitted events on a thread of its own, off the event loop: ``submit`` takes a reservation holding
+    its encoded event, and it comes back in ``done`` with the event's cost, for the loop to commit. Decoding and
+    pricing an event (~4 us, docs/decisions.md) was most of the budgets' CPU on the loop.
+
+    The thread starts on the first submit and ends after ``IDLE_S`` without work (a later submit starts another),
+    so a gate never leaves a thread behind for long."""
+
+    IDLE_S = 10.0
+    GATHER_S = 0.002  # after the first event of a batch, how long the others may gather
+
+    def __init__(self, costs: Costs) -> None:
+        self.costs = costs
+        self.todo: queue.SimpleQueue[Reservation] = queue.SimpleQueue()
+        self.done: deque[Reservation] = deque()
+        self.running = False
+        self.submitted = 0  # written by the loop only
+        self.priced = 0  # written by the worker only (two counters: no lost update between threads)
+        self.inline = 0  # priced by ``wait`` on the loop
+
+    def submit(self, item: Reservation) -> None:
+        self.todo.put(item)
+        self.submitted += 1
+        if not self.running:
+            self.start()
+
+    def start(self) -> None:
+        self.running = True
+        threading.Thread(target=self._run, name="budgets-settle", daemon=True).start()
+
+    def _price(self, item: Reservation) -> Reservation:
+        try:
+            item.cost = self.costs.of_event(item.payload)[1]
+        except Exception:  # noqa: BLE001 - an event we cannot price here still counts: its worst case
+            item.cost = None
+        item.payload = b""
+        return item
+
+    def _run(self) -> None:
+        todo, done = self.todo, self.done
+        while True:
+            try:
+                item = todo.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                self.running = False
+                if todo.empty():  # else a submit raced the timeout and saw us running: carry on
+                    return
+                self.running = True
+                continue
+            # Let a batch gather: the thread then takes the GIL once per batch, not once per event (each switch
+            # costs the loop CPU too; measured in benchmarks/budget_check.py).
+            time.sleep(self.GATHER_S)
+            while True:
+                done.append(self._price(item))
+                self.priced += 1
+                try:
+                    item = todo.get_nowait()
+                except queue.Empty:
+                    break
+
+    def wait(self, timeout_s: float) -> None:
+        """Until everything submitted is priced: what is still queued is priced here, then the worker's last
+        item is waited for (bounded: past ``timeout_s`` the reservations stay held, which errs safe)."""
+        while True:
+            try:
+                item = self.todo.get_nowait()
+            except queue.Empty:
+                break
+            self.done.append(self._price(item))
+            self.inline += 1
+        deadline = time.monotonic() + timeout_s
+        while self.priced + self.inline < self.submitted and time.monotonic() < deadline:
+            time.sleep(0.0005)
 
 
 def _stop_later(follower: TopicFollower) -> None:

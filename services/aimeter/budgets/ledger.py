@@ -20,11 +20,17 @@ Why: take the last admission anywhere, at time t on replica r. Replica r's own s
 minus what it saw of the others (its own reservations cover its in-flight requests). What r had not seen at t
 are the other replicas' requests still in flight at t - d or admitted after it: per replica at most N + L * d
 requests, each costing at most c_max. Nothing is admitted after t. Kafka down with ``fail_open``: no bound.
+
+The gate prices an emitted event off the event loop and commits its cost before a later check; until then the
+reservation stays held (and the event id is remembered, so its copy on the topic is not counted too). That changes
+nothing above: r's own reservations still cover its unsettled requests, and the event goes to the topic when it
+is emitted, so d and N are as before. It only makes r refuse a little earlier (a settled request holds its worst
+case for the worker's delay, ~2 ms plus waiting for the GIL).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +41,8 @@ from aimeter.budgets.model import Budget, KafkaDown, ScopeKind, budget_window
 
 UNITS_PER_USD = 10**12
 SEEN_IDS = 200_000  # event ids remembered to drop duplicates (at-least-once topic; own events seen twice)
+MEMO_SCOPES = 50_000  # attributions whose accounts are remembered (headers choose them: bounded, then cleared)
+SCOPE_ORDER = (ScopeKind.KEY, ScopeKind.TEAM, ScopeKind.PROJECT, ScopeKind.USER)  # Scopes' fields, in order
 
 
 def to_units(usd: Decimal) -> int:
@@ -84,13 +92,22 @@ class Scopes(NamedTuple):
     user: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Reservation:
-    """What one admitted request holds: the accounts and periods it reserved in, and the amount."""
+    """What one admitted request holds: the accounts it reserved in, the amount, and when (which period).
 
-    accounts: list[tuple[Account, float]]
+    One object per request, and the only one the check allocates (fewer objects for the garbage collector, which
+    showed in benchmarks/budget_check.py): the accounts are the ledger's remembered list for the attribution,
+    shared, never changed; the gate keeps the emitted event's id, encoded event and priced cost here too."""
+
+    accounts: list[Account]
     amount: int
+    started: float = 0.0  # the check's time: an account still in the period containing it is the one reserved in
+    ledger: Ledger | None = None
     settled: bool = False
+    event_id: str = ""
+    payload: bytes = b""
+    cost: int | None = None
 
 
 class Refusal(Exception):  # noqa: N818 - a decision, rendered as a 429 by the gateway
@@ -117,6 +134,8 @@ class Ledger:
     by_scope: dict[tuple[ScopeKind, str], list[Account]] = field(default_factory=dict)
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     kafka_ok: bool = True
+    # (key, team, project, user) -> their accounts, as ``applicable`` found them; cleared by ``add``.
+    memo: dict[tuple[str, ...], list[Account]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for budget in self.budgets:
@@ -124,6 +143,7 @@ class Ledger:
 
     def add(self, budget: Budget) -> Account:
         """Track ``budget`` (a replacement of one with the same name keeps its committed spend)."""
+        self.memo.clear()
         for accounts in self.by_scope.values():
             for old in accounts:
                 if old.budget.name == budget.name:
@@ -139,14 +159,20 @@ class Ledger:
     def accounts(self) -> list[Account]:
         return [a for accounts in self.by_scope.values() for a in accounts]
 
-    def applicable(self, scopes: Scopes) -> list[Account]:
-        """The accounts of every budget on the request's key, team, project or user (four dict lookups)."""
-        get, found = self.by_scope.get, []
-        for pair in ((ScopeKind.KEY, scopes.key), (ScopeKind.TEAM, scopes.team),
-                     (ScopeKind.PROJECT, scopes.project), (ScopeKind.USER, scopes.user)):
-            accounts = get(pair)
-            if accounts:
-                found += accounts
+    def applicable(self, scopes: tuple[str, str, str, str]) -> list[Account]:
+        """The accounts of every budget on the request's key, team, project or user, in that order (a
+        :class:`Scopes` or a plain tuple of the same four values: they hash alike). Remembered per attribution:
+        one dict lookup on the request path instead of four (``add`` forgets them all)."""
+        found = self.memo.get(scopes)
+        if found is None:
+            if len(self.memo) >= MEMO_SCOPES:
+                self.memo.clear()
+            get, found = self.by_scope.get, []
+            for kind, value in zip(SCOPE_ORDER, scopes, strict=True):
+                accounts = get((kind, value))
+                if accounts:
+                    found += accounts
+            self.memo[tuple(scopes)] = found
         return found
 
     def reserve(self, scopes: Scopes, worst: int, now: float) -> Reservation | None:
@@ -171,7 +197,7 @@ class Ledger:
         for account in accounts:
             account.reserved += worst
             account.in_flight += 1
-        return Reservation([(a, a.start) for a in accounts], worst)
+        return Reservation(accounts, worst, now, self)
 
     def settle(self, reservation: Reservation, cost: int | None, event_id: str, started: float) -> None:
         """Release the reservation and commit the real cost (``None``, unpriced or unmetered: the reservation
@@ -179,10 +205,11 @@ class Ledger:
         if reservation.settled:
             return
         reservation.settled = True
-        spent = reservation.amount if cost is None else cost
-        for account, period in reservation.accounts:
-            if account.start == period:
-                account.reserved -= reservation.amount
+        amount, at = reservation.amount, reservation.started
+        spent = amount if cost is None else cost
+        for account in reservation.accounts:
+            if account.start <= at < account.reset:  # still the period it reserved in (else rolled: dropped)
+                account.reserved -= amount
                 account.in_flight -= 1
                 if account.start <= started < account.reset:
                     account.committed += spent
@@ -210,11 +237,37 @@ class Ledger:
                     account.roll(start)
                 account.committed += committed
 
+    def expect(self, event_id: str) -> None:
+        """This replica emitted ``event_id`` and settles it later (:func:`commit_priced`, once priced off the
+        event loop): its copy on the topic must not be counted meanwhile. (``_remember``, inlined: per request.)"""
+        seen = self.seen
+        seen[event_id] = None
+        if len(seen) > SEEN_IDS:
+            seen.popitem(last=False)
+
     def _remember(self, event_id: str) -> None:
         seen = self.seen
         seen[event_id] = None
         if len(seen) > SEEN_IDS:
             seen.popitem(last=False)
+
+
+def commit_priced(done: deque[Reservation]) -> None:
+    """Settle reservations whose events were expected (:meth:`Ledger.expect`) and priced (``cost``, None:
+    unpriced): :meth:`Ledger.settle` at the reservation's own time, without remembering the id again, in one loop
+    (this runs per request on the event loop)."""
+    while done:
+        held = done.popleft()
+        if held.settled:
+            continue
+        held.settled = True
+        amount, at, cost = held.amount, held.started, held.cost
+        spent = amount if cost is None else cost
+        for account in held.accounts:
+            if account.start <= at < account.reset:  # the period it reserved in, which its event started in
+                account.reserved -= amount
+                account.in_flight -= 1
+                account.committed += spent
 
 
 def overshoot_bound(replicas: int, in_flight: int, rate_per_s: float, delay_s: float, largest: Decimal) -> Decimal:

@@ -9,6 +9,7 @@ Pure: the caller passes the time.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,18 @@ from typing import Any
 from aimeter.events import Attribution, TokenUsage, UsageEvent
 from aimeter.pricer import fastparse
 from aimeter.pricer.pricebook import PriceBook
-from aimeter.pricer.tariff import charge_of, components_sum, route_key, tariffs
+from aimeter.pricer.rates import class_count_tuple
+from aimeter.pricer.tariff import (
+    Defer,
+    FixedTariff,
+    GpuTariff,
+    ListTariff,
+    charge_of,
+    components_sum,
+    route_key,
+    tariffs,
+)
+from aimeter.pricer.unitmath import round_half_even
 
 # Request fields that cap the answer's length, per API (OpenAI Chat / Completions, Responses, Anthropic, Gemini,
 # Ollama). The smallest one present wins (an upstream stops at the first cap it reaches).
@@ -44,15 +56,24 @@ class Route:
 
 
 def output_cap(body: dict[str, Any], limit: int) -> int:
-    """The most output tokens the request lets the model generate: its own cap, else the model's ``limit``."""
-    caps = [v for k in _OUTPUT_CAPS if isinstance(v := body.get(k), int) and not isinstance(v, bool) and v >= 0]
-    generation = body.get("generationConfig")
-    if isinstance(generation, dict) and isinstance(v := generation.get("maxOutputTokens"), int):
-        caps.append(v)
-    options = body.get("options")
-    if isinstance(options, dict) and isinstance(v := options.get("num_predict"), int) and v >= 0:
-        caps.append(v)
-    return min([limit, *caps])
+    """The most output tokens the request lets the model generate: its own cap, else the model's ``limit``.
+
+    A cap is a JSON integer >= 0 (``type(v) is int``: a bool is no cap, and a negative one would make the
+    reservation negative). Plain lookups, no list: this runs on every request with a budget."""
+    cap = limit
+    for key in _OUTPUT_CAPS:
+        v = body.get(key)
+        if type(v) is int and 0 <= v < cap:
+            cap = v
+    if "generationConfig" in body:
+        generation = body["generationConfig"]
+        if isinstance(generation, dict) and type(v := generation.get("maxOutputTokens")) is int and 0 <= v < cap:
+            cap = v
+    if "options" in body:
+        options = body["options"]
+        if isinstance(options, dict) and type(v := options.get("num_predict")) is int and 0 <= v < cap:
+            cap = v
+    return cap
 
 
 class WorstUsage:
@@ -73,6 +94,59 @@ def worst_usage(body: dict[str, Any], body_bytes: int, limit: int, embeddings: b
     JSON around the prompt counts too, and walking the body for its text costs ~10x more); the output cap as
     output (embeddings generate none)."""
     return WorstUsage(-(-body_bytes // 4), 0 if embeddings else output_cap(body, limit))
+
+
+# Where a usage of only input and output tokens puts them among a tariff's token classes.
+_IN = class_count_tuple(WorstUsage(1, 0)).index(1)
+_OUT = class_count_tuple(WorstUsage(0, 1)).index(1)
+
+
+class WorstRates:
+    """What a tariff charges a usage of only input and output tokens, in a few integer operations: the sum of
+    ``tariff.charge(WorstUsage(prompt, output))``'s components, without building the usage or the 11 components.
+
+    Made from a memoized tariff once per route and minute (the gate keeps it), so a reservation costs a band
+    lookup and two multiplies. ``price`` raises :class:`Defer` where the tariff would, and the caller asks
+    :meth:`Costs.worst_case` (the reference path) as before."""
+
+    __slots__ = ("bands", "breaks", "fixed", "safe")
+
+    def __init__(self, breaks: tuple[int, ...], bands: tuple[tuple[int, int, int, int, int, bool, bool], ...],
+                 safe: int, fixed: int | None = None) -> None:
+        # Per band: input numerator, denominator, output numerator, denominator, fee per request, input rated,
+        # output rated (a token of an unrated class makes the row unpriced: cost None).
+        self.breaks, self.bands, self.safe, self.fixed = breaks, bands, safe, fixed
+
+    def price(self, prompt: int, output: int) -> int | None:
+        if not self.bands:  # a fixed row (FixedTariff): the same for every usage
+            return self.fixed
+        if prompt >= self.safe or output >= self.safe:
+            raise Defer("token counts past the exact bound")
+        band = self.bands[bisect_left(self.breaks, prompt)] if self.breaks else self.bands[0]
+        in_n, in_q, out_n, out_q, fee, in_rated, out_rated = band
+        if (prompt and not in_rated) or (output and not out_rated):
+            return None
+        cost_in = prompt * in_n if in_q == 1 else round_half_even(prompt * in_n, in_q)
+        return fee + cost_in + (output * out_n if out_q == 1 else round_half_even(output * out_n, out_q))
+
+
+def worst_rates(tariff: Any) -> WorstRates | None:
+    """The tariff's :class:`WorstRates`, or None when only its own ``charge`` (or the reference path) can price
+    it (a DeferTariff; a GPU tariff whose savings basis defers)."""
+    if isinstance(tariff, ListTariff):
+        bands = tuple((b.numerators[_IN], b.denominators[_IN], b.numerators[_OUT], b.denominators[_OUT],
+                       b.factors[-1], _IN not in b.unrated, _OUT not in b.unrated) for b in tariff.bands)
+        return WorstRates(tuple(tariff.breaks), bands, tariff.safe)
+    if isinstance(tariff, FixedTariff):
+        return WorstRates((), (), 0, components_sum(tariff.result[0]))
+    if isinstance(tariff, GpuTariff):
+        reference = tariff.reference  # charge() also totals the savings basis, which may defer
+        if reference is not None and not isinstance(reference, ListTariff | FixedTariff):
+            return None
+        safe = min(tariff.safe, reference.safe) if isinstance(reference, ListTariff) else tariff.safe
+        a, q = tariff.numerator, tariff.denominator
+        return WorstRates((), ((a, q, a, q, 0, True, True),), safe)
+    return None
 
 
 def utc_minute(at: datetime) -> str:

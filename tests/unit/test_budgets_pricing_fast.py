@@ -6,6 +6,7 @@ priced off the event loop commits the event's own cost and keeps its copy on the
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -128,3 +129,35 @@ def test_settle_prices_off_the_loop_and_commits_the_events_cost_once() -> None:
     assert (account.reserved, account.in_flight) == (0, 0)
     assert held > 0
     assert account.committed == sum(of_event(p)[1] or 0 for p in payloads.values())
+
+
+def test_status_for_get_budgets_never_prices_or_waits_on_the_calling_thread() -> None:
+    """``GET /budgets`` runs on the gateway's loop: with the settle worker stuck, the answer comes at once and
+    shows the stuck settles as still reserved (the handler awaits ``settled()`` itself, off the loop)."""
+    costs = Costs(PriceBook(CONFIG))
+    gate = gate_with(costs, BudgetsConfig())
+    account = gate.ledger.accounts()[0]
+    ids = [f"0193a6f0-0000-7000-8000-{i:012x}" for i in range(5)]
+    for event_id in ids:
+        reserved(gate, event_id, {"max_tokens": 500})
+    stuck, caller, threads = threading.Event(), threading.get_ident(), set()
+    of_event = costs.of_event
+
+    def blocked(raw: bytes) -> object:
+        threads.add(threading.get_ident())
+        stuck.wait(5)
+        return of_event(raw)
+
+    costs.of_event = blocked  # type: ignore[method-assign] # a worker that cannot keep up (still the real pricing)
+    for i, event_id in enumerate(ids):
+        gate.settle(event_id, emitted(event_id, 10 + i))
+    assert not gate.settled()
+    started = time.monotonic()
+    status = gate.status(NOW, flush=False)
+    assert time.monotonic() - started < 0.5
+    assert caller not in threads
+    assert Decimal(status["budgets"][0]["reserved_usd"]) > 0  # still held: errs on the safe side
+    stuck.set()
+    gate.flush()
+    assert gate.settled()
+    assert (account.reserved, account.in_flight) == (0, 0)

@@ -184,12 +184,22 @@ class BudgetGate:
                 if self.ledger.apply(event_id, scopes, cost, started):
                     self.max_delay_s = max(self.max_delay_s, arrived - ended)
 
-    def status(self, now: float) -> dict[str, Any]:
+    def settled(self) -> bool:
+        """Whether every settle handed to the worker has been priced (``GET /budgets`` awaits this off the loop)."""
+        settler = self.settler
+        return settler.priced + settler.inline >= settler.submitted
+
+    def status(self, now: float, *, flush: bool = True) -> dict[str, Any]:
         """This replica's view of every budget (``GET /budgets``, ``aimeter budgets show``): amounts in USD text.
 
+        ``flush`` False (the gateway's handler, which awaited :meth:`settled` itself) commits what the worker has
+        priced and never blocks; a settle still in flight shows as reserved, which errs on the safe side.
         ``max_delay_s`` (the bound's d) and ``largest_reservation_usd`` (its c_max) are what this replica saw."""
         self.refresh(now)
-        self.flush()
+        if flush:
+            self.flush()
+        else:
+            self._commit()
         budgets = []
         for account in self.ledger.accounts():
             if now >= account.reset or now < account.start:

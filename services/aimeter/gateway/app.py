@@ -45,6 +45,7 @@ from aimeter.metrics_auth import MetricsDenied, check_scrape
 log = logging.getLogger(__name__)
 MAX_TIER_LEN = 128  # an event label's bound: a longer value is not a tier
 KEY_RELOAD_S = 1.0
+SETTLE_WAIT_S = 1.0  # GET /budgets: how long the answer waits for settles in flight (then shows them reserved)
 
 
 class EventSink(Protocol):
@@ -213,7 +214,12 @@ class Gateway:
             await send_json(send, exc.status, openai_error(exc.status, str(exc)))
             return
         if budgets and self.budgets is not None:
-            await send_json(send, 200, orjson.dumps(self.budgets.status(time.time())))
+            # Wait (up to 1 s) for the settle worker without holding the loop: requests keep being served meanwhile.
+            for _ in range(int(SETTLE_WAIT_S / 0.002)):  # the worker polls no event of ours: a short sleep it is
+                if self.budgets.settled():
+                    break
+                await asyncio.sleep(0.002)
+            await send_json(send, 200, orjson.dumps(self.budgets.status(time.time(), flush=False)))
             return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})

@@ -47,7 +47,11 @@ def test_smoke_measured_the_metered_gateway(smoke):
     gateway = summary["saturation"]["0"]["gateway"]
     assert gateway["rps"] > 0
     assert gateway["errors"] == 0
-    assert summary["rate"]["0"]["200"]["gateway"]["p50_ms"] > 0
+    at_rate = summary["rate"]["0"]["200"]["gateway"]
+    if "skipped" in at_rate:  # the harness skips a rate over twice saturation: only when that is really so
+        assert gateway["rps"] < 100, at_rate
+    else:
+        assert at_rate["p50_ms"] > 0
     assert summary["stream"]["0"]["gateway"]["events_per_stream"] > 0
     assert summary["freshness"]["p99_ms"] > 0  # the gateway's events reached ClickHouse through Kafka
 

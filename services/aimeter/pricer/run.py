@@ -99,11 +99,18 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     if applied:
         log.info("applied ClickHouse migrations: %s", ", ".join(applied))
     book = gpu_history_book(client, config, book)
-    # The budget-use panel reads the configured budgets' windows from ClickHouse; in embedded mode only this
-    # process may write there, so it syncs them from the config, as it does the GPU cost history.
-    from aimeter.alerts.budget_table import config_budgets, sync_budget_windows  # noqa: PLC0415
+    # The budget-use panel reads the budgets' windows from ClickHouse; in embedded mode only this process may
+    # write there, so it syncs the config's at once, as it does the GPU cost history, and the key store's
+    # (`aimeter budgets set --key`) as they come and go (keep_budget_windows, below).
+    from aimeter.alerts.budget_table import (  # noqa: PLC0415
+        config_budgets,
+        keep_budget_windows,
+        key_store_for,
+        sync_budget_windows,
+    )
 
-    sync_budget_windows(client, config_budgets(config))
+    fixed_budgets = config_budgets(config)
+    sync_budget_windows(client, fixed_budgets)
     # Kafka may come later: the pricer waits, serving queries.
     ensure_topics_in_background(bootstrap, "pricer", partitions=settings.topic_partitions,
                                 replication_factor=settings.topic_replication_factor)
@@ -142,6 +149,9 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
     # The loop blocks in librdkafka and in ClickHouse inserts: its own thread, off the query server's event loop.
     consuming = asyncio.ensure_future(asyncio.to_thread(consumer.run))
     rolling = asyncio.ensure_future(keep_rollups(url, settings.rollup_interval_s, settings.raw_retention_days))
+    budget_keys = key_store_for(settings, bootstrap, "pricer")
+    windows = asyncio.ensure_future(keep_budget_windows(url, fixed_budgets, budget_keys,
+                                                        wait_s=settings.keys_start_wait_s))
     counts = counts_broker(bootstrap, f"{settings.pricer_group}-counts", clickhouse_insert(url))
     counting = asyncio.ensure_future(start_counts(counts))
     print(f"pricer: consuming from {bootstrap} into {redact(url)}", flush=True)  # never the password
@@ -152,11 +162,14 @@ async def run_pricer(settings: Settings, config: GatewayConfig, bootstrap: str) 
         consumer.stop()
         stopping.cancel()
         rolling.cancel()
+        windows.cancel()
         counting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await stopping
         with contextlib.suppress(asyncio.CancelledError):
             await counting
+        with contextlib.suppress(asyncio.CancelledError):
+            await windows  # stops the keys reader
         await counts.stop()
         try:
             await consuming  # a fatal Kafka error surfaces here and ends the process non-zero

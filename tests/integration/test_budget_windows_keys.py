@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import time
@@ -24,6 +25,7 @@ from aimeter.grafana.macros import QueryContext, expand
 from aimeter.local.stack import Stack
 from aimeter.reports.budget_use import budget_use_panel
 from aimeter.reports.sql import NO_FILTERS
+from tests.integration.test_alerts_cli import start_alerts, stop, webhook  # noqa: F401 - a fixture
 from tests.integration.test_budget_keys import aimeter
 
 pytestmark = pytest.mark.integration
@@ -140,3 +142,30 @@ def test_kafka_down_keeps_the_config_budgets_and_warns_once(metering_store: Clie
         assert len(warned) == 1, warned
     finally:
         sync_budget_windows(metering_store, [])
+
+
+def test_aimeter_alerts_counts_a_soft_key_budget_of_the_key_store(
+        stack: Stack, webhook: Any, tmp_path: Any) -> None:  # noqa: F811 - the imported fixture
+    """A soft budget set on a key before ``aimeter alerts`` starts is among the budgets it alerts on (before: the
+    config's only). It posts nothing here: the fired log (ai.alerts.v1) is the session's, and test_alerts_cli counts
+    what it holds; a key-scope budget's posts are tested in tests/unit/test_alerts*.py."""
+    url, _posts = webhook
+    created = aimeter(stack, "keys", "create", "--team", "alerts-keys")
+    assert created.returncode == 0, created.stderr
+    key_id = created.stdout.splitlines()[0].strip().split("_")[1]
+    log = tmp_path / "alerts.log"
+    try:
+        put = aimeter(stack, "budgets", "set", f"soft-key-{key_id}", "--key", key_id, "--usd", "5", "--period",
+                      "day", "--soft")
+        assert put.returncode == 0, put.stderr
+        listed = aimeter(stack, "budgets", "list", "--config", str(stack.config_path), "--format", "json")
+        assert listed.returncode == 0, listed.stderr
+        every = json.loads(listed.stdout)  # the config's and the key store's, as `aimeter budgets list` reads them
+        soft = sum(1 for b in every if b["enforcement"] == "soft")
+        assert any(b["name"] == f"soft-key-{key_id}" for b in every)
+        proc = start_alerts(stack, stack.config_path, url, log)
+        time.sleep(1)  # its SIGTERM handler is set just after the line it printed
+        stop(proc)
+        assert f"alerts: {soft} soft budgets (of {len(every)})" in log.read_text(), log.read_text()
+    finally:
+        aimeter(stack, "keys", "revoke", key_id)  # the keys topic is shared by the session's stacks

@@ -71,10 +71,27 @@ def key_store_for(settings: Settings, bootstrap: str, who: str) -> KeyStore | No
     return KafkaKeyStore(bootstrap, settings.data_dir / f"keys.{who}.snapshot.json", who=who)
 
 
+def budgets_at_start(fixed: Sequence[Budget], keys: KeyStore | None, wait_s: float) -> list[Budget]:
+    """``fixed`` and the key store's budgets, read once (``aimeter alerts``): waits up to ``wait_s`` for Kafka; when
+    it does not answer the store warns once and its last snapshot's (or no) key budgets are used."""
+    if keys is None:
+        return list(fixed)
+    start = getattr(keys, "start", None)
+    try:
+        if start is not None:
+            start(wait_s)
+        sync = WindowsSync(None, fixed, keys)
+        return sync.budgets()
+    finally:
+        close = getattr(keys, "close", None)
+        if close is not None:
+            close()
+
+
 class WindowsSync:
     """The config's budgets plus the key store's, written to ``budget_windows`` whenever that set changes."""
 
-    def __init__(self, client: Client, fixed: Sequence[Budget], keys: KeyStore | None) -> None:
+    def __init__(self, client: Client | None, fixed: Sequence[Budget], keys: KeyStore | None) -> None:
         self.client = client
         self.fixed = list(fixed)
         self.keys = keys
@@ -95,7 +112,7 @@ class WindowsSync:
     def latest_is_ours(self) -> bool:
         """Whether the table's newest sync is this object's: another writer (``aimeter alerts`` against a server
         writes the config's budgets alone when it starts) would otherwise hide the key budgets from the panel."""
-        if self.synced_at is None:
+        if self.synced_at is None or self.client is None:
             return False
         newest = self.client.query("SELECT max(synced_at) FROM budget_windows").result_rows[0][0]
         return isinstance(newest, datetime) and newest.replace(tzinfo=None) == self.synced_at.replace(tzinfo=None)
@@ -108,6 +125,8 @@ class WindowsSync:
             return None
         now = now or datetime.now(UTC)
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # DateTime64(3): what the table keeps
+        if self.client is None:
+            raise ValueError("WindowsSync without a ClickHouse client reads budgets only; it cannot write them")
         written = sync_budget_windows(self.client, budgets, now)
         self.written, self.synced_at = budgets, now
         return written

@@ -11,7 +11,7 @@ from clickhouse_connect.driver.client import Client
 from faststream.confluent import KafkaBroker
 
 from aimeter.alerts.app import Alerter, fired_log, make_broker, run_alerter
-from aimeter.alerts.budget_table import config_budgets, sync_budget_windows
+from aimeter.alerts.budget_table import budgets_at_start, config_budgets, key_store_for, sync_budget_windows
 from aimeter.alerts.fired import FiredLogError, ensure_alerts_topic, read_fired
 from aimeter.alerts.ledger import load_ledger
 from aimeter.alerts.rules import Rules
@@ -59,7 +59,10 @@ async def run_alerts(settings: Settings, config: GatewayConfig, bootstrap: str) 
         print("aimeter alerts: AIMETER_ALERTS_WEBHOOK_URL is not set: there is nowhere to post alerts; not starting",
               flush=True)
         return 2
-    budgets, rules = config_budgets(config), rules_from(settings)
+    # The key store's budgets as of this start (a key budget set later is alerted on after a restart).
+    keys = key_store_for(settings, bootstrap, "alerts")
+    budgets = await asyncio.to_thread(budgets_at_start, config_budgets(config), keys, settings.keys_start_wait_s)
+    rules = rules_from(settings)
     url = settings.resolved_clickhouse_url
     client = report_client(url, settings.query_port)
     now = datetime.now(UTC)

@@ -6,8 +6,9 @@ per-request cost a budget counts: list price after overrides, marginal GPU cost 
 discounts. Unpriced and unmetered requests add nothing to a budget (no cost is known); the panel counts them.
 
 A budget's scope is one attribution column: ``key`` is the gateway key id (``api_key_id``), the others are the
-column of the same name. Budgets themselves live in the config; the panel reads their windows from
-``budget_windows`` (schemas/clickhouse/0015_budget_windows.sql), written by the pricer from the config.
+column of the same name. Budgets live in the config and on gateway keys (``aimeter budgets set``, in the keys
+topic); the panel reads their windows from ``budget_windows`` (schemas/clickhouse/0015_budget_windows.sql), which
+the pricer writes from both and re-syncs when the set of budgets changes.
 """
 
 from __future__ import annotations

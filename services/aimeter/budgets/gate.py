@@ -179,9 +179,9 @@ class BudgetGate:
                     self.ledger.load(name, start, committed)
                 continue
             # Arrival in the inbox, not this drain, ends an event's propagation: no check runs in between.
-            arrived, events = items
+            arrived, events = items  # arrived None: read while catching up at start (counted, d not measured)
             for event_id, scopes, cost, started, ended in events:
-                if self.ledger.apply(event_id, scopes, cost, started):
+                if self.ledger.apply(event_id, scopes, cost, started) and arrived is not None:
                     self.max_delay_s = max(self.max_delay_s, arrived - ended)
 
     def settled(self) -> bool:

@@ -172,7 +172,9 @@ class TopicFollower:
                     continue
                 batch.append((str(event.event_id), scopes_of(event), cost, started_of(event), ended_of(event)))
             if batch:  # the arrival time: from here the next check counts them (the bound's d ends here)
-                self.inbox.append(("events", (time.time(), batch)))
+                # Catch-up at start (None) is the spend loaded before serving, not propagation: d is measured on
+                # events that arrived while this replica was current.
+                self.inbox.append(("events", (time.time() if self.current.is_set() else None, batch)))
             if self.behind:
                 self._caught_up(read)
 

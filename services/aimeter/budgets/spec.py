@@ -20,14 +20,12 @@ def known_zone(value: str) -> str:
     return value
 
 
-class BudgetSpec(BaseModel):
-    """One budget: ``{name, scope, value, usd, period, timezone, enforcement, on_kafka_down}``."""
+class _Cap(BaseModel):
+    """What every budget entry states, in the config or on a key: its scope is the subclass's business."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=128)
-    scope: ScopeKind
-    value: str = Field(min_length=1, max_length=128, description="The key id, team, project or user it caps.")
     usd: Decimal = Field(ge=0, decimal_places=12)
     period: Period = Period.MONTH
     timezone: str = "UTC"
@@ -39,9 +37,19 @@ class BudgetSpec(BaseModel):
     def _known_zone(cls, value: str) -> str:
         return known_zone(value)
 
-    def budget(self) -> Budget:
-        return Budget(self.name, self.scope, self.value, self.usd, self.period, self.timezone, self.enforcement,
+    def _budget(self, scope: ScopeKind, value: str) -> Budget:
+        return Budget(self.name, scope, value, self.usd, self.period, self.timezone, self.enforcement,
                       self.on_kafka_down)
+
+
+class BudgetSpec(_Cap):
+    """One budget: ``{name, scope, value, usd, period, timezone, enforcement, on_kafka_down}``."""
+
+    scope: ScopeKind
+    value: str = Field(min_length=1, max_length=128, description="The key id, team, project or user it caps.")
+
+    def budget(self) -> Budget:
+        return self._budget(self.scope, self.value)
 
 
 class BudgetsConfig(BaseModel):
@@ -67,27 +75,12 @@ class BudgetsConfig(BaseModel):
         return caps
 
 
-class KeyBudgetSpec(BaseModel):
+class KeyBudgetSpec(_Cap):
     """A budget in a gateway key's record (``limits["budgets"]``, written by ``aimeter budgets set --key``): its
     scope is that key."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1, max_length=128)
-    usd: Decimal = Field(ge=0, decimal_places=12)
-    period: Period = Period.MONTH
-    timezone: str = "UTC"
-    enforcement: Enforcement = Enforcement.HARD
-    on_kafka_down: KafkaDown = KafkaDown.FAIL_OPEN
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        return known_zone(value)
-
     def budget(self, key_id: str) -> Budget:
-        return Budget(self.name, ScopeKind.KEY, key_id, self.usd, self.period, self.timezone, self.enforcement,
-                      self.on_kafka_down)
+        return self._budget(ScopeKind.KEY, key_id)
 
     def entry(self) -> dict[str, str]:
         """The JSON a key record's ``limits["budgets"]`` holds for it (Decimal as text)."""

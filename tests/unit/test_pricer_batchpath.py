@@ -7,14 +7,14 @@ from array import array
 from datetime import UTC
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aimeter.pricer import fastparse, native
 from aimeter.pricer.rows import build_batch
-from aimeter.pricer.tariff import Tariffs, charge_of
+from aimeter.pricer.tariff import Tariffs, charge_of, reference_decides
 from aimeter.pricer.write import _sums
-from tests.unit.test_pricer_fastpath import BOOKS, PRICED_AT, events, messages, sample
+from tests.unit.test_pricer_fastpath import BOOKS, PRICED_AT, ROUTES, events, messages, sample
 
 
 def per_message(values: list[bytes]) -> list[object]:
@@ -55,13 +55,17 @@ def test_a_poison_message_anywhere_is_isolated_and_the_rest_is_decoded_alike(pos
     assert fastparse.decode_all(mixed) == per_message(mixed)
 
 
+BLIND = sample(1, usage_source="none", usage={"input_tokens": 0, "output_tokens": 0})  # a 2xx, usage unread
+
+
 @settings(max_examples=200, deadline=None)
 @given(events(), st.sampled_from(BOOKS))
+@example(BLIND, BOOKS[0])  # Hypothesis found it: the tariff would charge it $0, the reference says unmetered
 def test_a_tariff_charges_alike_before_and_after_it_caches_its_outcome(event, book):
     """The first charge of a band takes the general path and caches the band's outcome; later ones use it."""
     raw = event.model_dump_json().encode()
     batch = build_batch([raw], book, PRICED_AT)
-    if batch.poison or not batch.routes:
+    if batch.poison or not batch.routes or reference_decides(event):  # build_batch never asks a tariff for it
         return
     tariff = Tariffs(book).get(batch.routes[0])  # a fresh memo: nothing cached yet
     try:
@@ -70,6 +74,19 @@ def test_a_tariff_charges_alike_before_and_after_it_caches_its_outcome(event, bo
         return
     second = tariff.charge(event.usage, event.backend_compute_seconds)
     assert first == second == charge_of(book.price(event))
+
+
+def test_a_2xx_answer_without_usage_is_unmetered_on_the_batch_path_whatever_its_route_has_cached():
+    """A tariff charges tokens only: zero tokens would be $0. The batch path must hand a usage_source=none 2xx
+    answer to the reference path even when its route's tariff is already built and cached (found by Hypothesis
+    above: an all-zero gpt-4o-mini event the tariff would have charged 0)."""
+    book = BOOKS[0]
+    metered = sample(1)
+    blind = sample(1 + len(ROUTES), usage_source="none", usage={"input_tokens": 0, "output_tokens": 0})
+    batch = build_batch([e.model_dump_json().encode() for e in (metered, blind)], book, PRICED_AT)
+    assert batch.charges[1] == charge_of(book.price(blind))
+    assert batch.charges[1][0][0] is None
+    assert batch.charges[1][2].status == "unmetered"
 
 
 @pytest.mark.parametrize("wire", ["Decimal(18, 12)", "Decimal(38, 12)"])

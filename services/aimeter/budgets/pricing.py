@@ -25,6 +25,7 @@ from aimeter.pricer.tariff import (
     ListTariff,
     charge_of,
     components_sum,
+    reference_decides,
     route_key,
     tariffs,
 )
@@ -186,7 +187,7 @@ class Costs:
         """An encoded usage event, decoded (fast struct or pydantic model) with its cost in units, as the pricer
         prices it (``rows.build_batch``: the tariff, else ``PriceBook.price``)."""
         event: Any = fastparse.decode(raw)
-        if event is not None and not (event.usage_source == "none" and 200 <= event.http_status < 300):
+        if event is not None and not reference_decides(event):
             fast = self._fast(event)
             if fast is not None:
                 return event, fast[0]

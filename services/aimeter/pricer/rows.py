@@ -24,7 +24,7 @@ from aimeter.events import Attribution, TokenUsage, UsageEvent
 from aimeter.pricer import fastparse
 from aimeter.pricer.pricebook import PriceBook, Priced
 from aimeter.pricer.rates import CLASSES
-from aimeter.pricer.tariff import Charge, DeferTariff, Tariffs, charge_of, route_key, tariffs
+from aimeter.pricer.tariff import Charge, DeferTariff, Tariffs, charge_of, reference_decides, route_key, tariffs
 
 EVENT_COLUMNS = [
     "event_id", "gateway_id", "started_at", "first_token_at", "ended_at", "api", "backend", "provider",
@@ -157,7 +157,7 @@ def build_batch(values: list[bytes], book: PriceBook, priced_at: datetime, *, fa
         if e is None:
             slow.append(index)
             continue
-        if e.usage_source == "none" and 200 <= e.http_status < 300:  # maybe unmetered: the reference decides
+        if reference_decides(e):
             slow.append(index)
             continue
         key = route_key(e, by_minute)

@@ -61,6 +61,12 @@ class PricingOutcome(NamedTuple):
 Charge = tuple[tuple[int | None, ...], int | None, PricingOutcome]
 
 
+def reference_decides(event: Any) -> bool:
+    """A 2xx answer whose usage could not be read may be unmetered (no cost, never $0): a tariff only charges
+    tokens, so such an event is always priced by the reference path (``PriceBook.price``), which decides."""
+    return bool(event.usage_source == "none" and 200 <= event.http_status < 300)
+
+
 def components_sum(components: tuple[int | None, ...], part: slice = slice(None)) -> int | None:
     """The sum of ``part`` of a charge's components, or None when it is unpriced (then every one is None)."""
     return None if components[0] is None else sum(cast("tuple[int, ...]", components[part]))

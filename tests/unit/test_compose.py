@@ -1,12 +1,14 @@
 """docker-compose.yml, checked without a Docker engine: the Compose Specification's JSON Schema
 (vendored in tests/fixtures/compose_spec/, see its NOTICE.md) plus the rules the stack relies on: published
 ports on loopback, no default passwords, a read-only ClickHouse user for Grafana and a writer for the pricer,
-durable volumes and restart policies."""
+durable volumes and restart policies; and that the app services run what local mode runs (keys in Kafka,
+alerts, budgets reading the ledger), each with settings that exist."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -20,7 +22,10 @@ import pytest
 import yaml
 
 from aimeter.cli import build_parser
+from aimeter.gateway.keys_kafka import KeysTopic
 from aimeter.grafana.model import PLUGIN_ID, PLUGIN_VERSION
+from aimeter.local.demo import TEAMS
+from aimeter.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -89,8 +94,9 @@ def test_the_whole_stack_is_there():
     assert images["kafka"] == "apache/kafka"
     assert images["clickhouse"] == "clickhouse/clickhouse-server"
     assert images["grafana"] == "grafana/grafana"
-    assert set(APP_SERVICES) == {"gateway", "pricer", "fake-upstream", "demo"}
+    assert set(APP_SERVICES) == {"gateway", "pricer", "fake-upstream", "demo", "alerts"}
     assert SERVICES["demo"]["profiles"] == ["demo"]
+    assert SERVICES["alerts"]["profiles"] == ["alerts"]
     assert "KAFKA_PROCESS_ROLES" in SERVICES["kafka"]["environment"]  # KRaft, no ZooKeeper
 
 
@@ -164,9 +170,10 @@ def test_grafana_gets_the_plugin_and_our_provisioning():
         assert variable in grafana["environment"], f"the datasource file needs {variable}"
 
 
-def test_the_demo_profile_command_issues_keys_and_reports_failed_traffic(tmp_path):
-    """`aimeter demo` (the demo service) writes one key per team to the key store (here the file store), then
-    drives the gateway; with no gateway there, every request fails and the command says so with its exit code."""
+def test_the_demo_command_with_the_file_store_issues_keys_and_reports_failed_traffic(tmp_path):
+    """`aimeter demo` with AIMETER_KEYS_STORE=file writes one key per team to the key file, then drives the
+    gateway; with no gateway there, every request fails and the command says so with its exit code. (The demo
+    service itself uses the keys topic: test_the_demo_service_gets_its_keys_through_kafka_without_a_key_file.)"""
     keys = tmp_path / "keys.json"
     env = {"PATH": "/usr/bin:/bin", "AIMETER_KEYS_FILE": str(keys), "AIMETER_DATA_DIR": str(tmp_path),
            "AIMETER_KEYS_STORE": "file"}
@@ -178,6 +185,137 @@ def test_the_demo_profile_command_issues_keys_and_reports_failed_traffic(tmp_pat
     assert "errors" in out.stdout
     assert all(team in keys.read_text(encoding="utf-8") for team in ("search", "support", "research", "platform"))
 
+
+# --- the app services run what local mode runs ----------------------------------------------------------------
+
+def image_env() -> dict[str, str]:
+    """The AIMETER_ variables the Dockerfile's ENV sets for every app service (e.g. the data dir)."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    block = re.search(r"^ENV (.+)$", text, re.MULTILINE)
+    assert block
+    pairs = dict(pair.split("=", 1) for pair in shlex.split(block.group(1)))
+    return {k: v for k, v in pairs.items() if k.startswith("AIMETER_")}
+
+
+def service_env(name: str) -> dict[str, str]:
+    """What a container of ``name`` sees, with the demo passwords: the image's ENV, then the service's environment.
+    A variable listed without a value is passed through from the shell or .env by Compose; unset there, the
+    container does not have it (so it is left out here)."""
+    environment = interpolated(SERVICES[name].get("environment", {}), demo_env())
+    assert isinstance(environment, dict)
+    return {**image_env(), **{k: str(v) for k, v in environment.items() if v is not None}}
+
+
+def settings_of(name: str, monkeypatch: pytest.MonkeyPatch, **extra: str) -> Settings:
+    """The settings the service's process would load from exactly its container's AIMETER_ variables."""
+    for variable in [v for v in os.environ if v.startswith("AIMETER_")]:
+        monkeypatch.delenv(variable)
+    for variable, value in {**service_env(name), **extra}.items():
+        monkeypatch.setenv(variable, value)
+    return load_settings()
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_every_aimeter_variable_a_service_sets_is_a_setting_and_loads(name, monkeypatch):
+    """A misspelt or removed setting would be ignored silently (extra="ignore"): each name must be a field."""
+    fields = {f"AIMETER_{field.upper()}" for field in Settings.model_fields}
+    unknown = {v for v in [*service_env(name), *SERVICES[name].get("environment", {})]
+               if v.startswith("AIMETER_") and v not in fields}
+    assert not unknown, f"{name} sets variables no setting reads: {sorted(unknown)}"
+    settings_of(name, monkeypatch)  # and the values validate (SettingsError otherwise)
+
+
+@pytest.mark.parametrize("name", [n for n in APP_SERVICES if n != "fake-upstream"])  # it has no settings
+def test_gateway_keys_live_in_kafka_as_in_local_mode(name, monkeypatch):
+    """Keys, their budgets and rate limits are in the topic ai.keys.v1, which every service and `docker compose
+    exec … aimeter keys` reach on kafka:9092: no service falls back to a key file (a volume shared between
+    containers, which the old stack mounted and nothing wrote once keys moved to Kafka)."""
+    settings = settings_of(name, monkeypatch)
+    assert settings.keys_store == "kafka"
+    assert settings.kafka_bootstrap == "kafka:9092"
+    assert "AIMETER_KEYS_FILE" not in service_env(name)
+    assert "AIMETER_KEYS_STORE" not in service_env(name)
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_an_app_service_mounts_only_volumes_it_writes(name, monkeypatch):
+    """Each named volume of an app service is a directory its settings write (the data dir, the spool; a key
+    file's directory only with the file store): a volume nothing writes misleads whoever backs it up."""
+    settings = settings_of(name, monkeypatch)
+    written = {settings.data_dir, settings.resolved_spool_dir}
+    if settings.keys_store == "file":
+        written.add(settings.resolved_keys_file.parent)
+    for target in named_volumes(SERVICES[name]):
+        assert any(Path(target) == d or Path(target) in d.parents for d in written), \
+            f"{name} mounts a volume at {target}, where none of its settings write ({sorted(map(str, written))})"
+
+
+def test_services_that_read_the_ledger_reach_the_clickhouse_server(monkeypatch):
+    """The gateway's budgets read the period's spend from the ledger, as the read-only user; the alerts read it
+    and write the budget windows, as the writer. Without a URL both would look for local mode's embedded query
+    endpoint on 127.0.0.1, which no container runs."""
+    users = {"gateway": READER, "alerts": WRITER, "pricer": WRITER}
+    passwords = {READER: "AIMETER_CLICKHOUSE_READER_PASSWORD", WRITER: "AIMETER_CLICKHOUSE_WRITER_PASSWORD"}
+    for name, user in users.items():
+        settings = settings_of(name, monkeypatch)
+        assert settings.resolved_clickhouse_url.startswith(f"http://{user}:"), name
+        assert settings.resolved_clickhouse_url.endswith("@clickhouse:8123/default"), name
+        assert service_env(name)["AIMETER_CLICKHOUSE_PASSWORD"] == demo_env()[passwords[user]]
+    # Started after the pricer, as `aimeter up` does: the ledger's tables exist once the pricer is healthy.
+    for name in ("gateway", "alerts"):
+        assert SERVICES[name]["depends_on"]["pricer"]["condition"] == "service_healthy"
+
+
+def test_the_alerts_service_runs_aimeter_alerts_with_the_webhook_passed_through(tmp_path, monkeypatch):
+    """`aimeter up` starts the alerts when AIMETER_ALERTS_WEBHOOK_URL is set; here the `alerts` profile does.
+    The URL is passed through (no value in the file): a `${…:?}` check would stop every `docker compose up`,
+    since Compose interpolates the services of every profile. Unset, the command says so and exits 2."""
+    alerts = SERVICES["alerts"]
+    assert alerts["command"] == ["aimeter", "alerts"]
+    assert alerts["environment"]["AIMETER_ALERTS_WEBHOOK_URL"] is None
+    assert "AIMETER_ALERTS_WEBHOOK_URL" not in service_env("alerts")
+    check = " ".join(alerts["healthcheck"]["test"])
+    assert "s.alerts_group" in check
+    assert "s.kafka_bootstrap" in check
+    settings = settings_of("alerts", monkeypatch, AIMETER_ALERTS_WEBHOOK_URL="https://hooks.example.com/x")
+    assert settings.alerts_webhook_url == "https://hooks.example.com/x"
+    env = {"PATH": "/usr/bin:/bin", **service_env("alerts"), "AIMETER_DATA_DIR": str(tmp_path / "data"),
+           "AIMETER_CONFIG": str(ROOT / service_env("alerts")["AIMETER_CONFIG"].removeprefix("/app/"))}
+    out = subprocess.run([sys.executable, "-m", "aimeter", *alerts["command"][1:]], capture_output=True, text=True,
+                         env=env, timeout=60, check=False)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "AIMETER_ALERTS_WEBHOOK_URL is not set" in out.stdout
+
+
+def test_the_demo_service_gets_its_keys_through_kafka_without_a_key_file(kafka_bootstrap, tmp_path):
+    """The demo service's own environment (Kafka's address aside): `aimeter demo` issues one key per team in the
+    keys topic, and revokes them when its traffic is done; nothing is written under its data dir."""
+    data_dir = tmp_path / "never-written"
+    env = {"PATH": "/usr/bin:/bin", **service_env("demo"), "AIMETER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "AIMETER_DATA_DIR": str(data_dir)}
+    command = SERVICES["demo"]["command"]
+    args = [*command[1:command.index("--gateway-url") + 1], "http://127.0.0.1:9", "--seconds", "1",
+            "--concurrency", "1"]
+    before = set(KeysTopic(kafka_bootstrap).load())
+    out = subprocess.run([sys.executable, "-m", "aimeter", *args], capture_output=True, text=True, env=env,
+                         timeout=120, check=False)
+    assert out.returncode == 1, out.stdout + out.stderr  # no gateway there: the traffic failed, and it says so
+    assert f"revoked the {len(TEAMS)} gateway keys" in out.stdout
+    made = [r for key_id, r in KeysTopic(kafka_bootstrap).load().items() if key_id not in before]
+    assert sorted(r.team for r in made) == sorted(TEAMS)
+    assert all(not r.active for r in made)
+    assert not data_dir.exists()
+
+
+def test_the_readmes_docker_commands_parse():
+    """Each `docker compose exec|run <service> aimeter …` the README gives names a service and a real command."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The whole stack in Docker", 1)[1].split("\n### ", 1)[0]
+    commands = re.findall(r"`docker compose (?:exec|run --rm) ([\w-]+) (aimeter [^`]+)`", section)
+    assert len(commands) >= 3
+    for service, command in commands:
+        assert service in APP_SERVICES, service
+        assert callable(build_parser().parse_args(shlex.split(command)[1:]).func), command
 
 # --- security of the stack ------------------------------------------------------------------------------------
 

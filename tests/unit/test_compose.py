@@ -307,6 +307,13 @@ def test_the_demo_service_gets_its_keys_through_kafka_without_a_key_file(kafka_b
     assert not data_dir.exists()
 
 
+def test_the_broker_auto_creates_topics_like_the_services_create_them():
+    """A producer that reaches Kafka before the gateway's or pricer's topic creation auto-creates the topic with
+    the broker's default: the same partition count as the services' (and local mode's broker, num.partitions=4)."""
+    assert int(SERVICES["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"]) == Settings.model_fields[
+        "topic_partitions"].default
+
+
 def test_the_readmes_docker_commands_parse():
     """Each `docker compose exec|run <service> aimeter …` the README gives names a service and a real command."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -7,6 +7,7 @@ alerts, budgets reading the ledger), each with settings that exist."""
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import re
@@ -25,8 +26,10 @@ import jsonschema
 import pytest
 import yaml
 
+from aimeter.alerts.app import run_alerter
 from aimeter.cli import build_parser
 from aimeter.gateway.keys_kafka import KeysTopic
+from aimeter.gateway.server import Server
 from aimeter.grafana.model import PLUGIN_ID, PLUGIN_VERSION
 from aimeter.local.demo import TEAMS
 from aimeter.settings import Settings, load_settings
@@ -358,6 +361,25 @@ def until(check: Callable[[], bool], timeout: float, process: subprocess.Popen[b
             return True
         time.sleep(0.1)
     return False
+
+
+def seconds(duration: str) -> float:
+    """A Compose duration such as ``45s``, ``1m30s`` or ``500ms``."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_a_stop_leaves_each_part_the_time_its_own_graceful_stop_takes():
+    """Docker sends SIGKILL 10 s after SIGTERM unless told otherwise; `aimeter up` waits 60 s. The gateway drains
+    requests in flight for its server's graceful window and then flushes its publisher; the alerts give the alert
+    being posted its grace to be recorded; the pricer finishes its batch's insert and commit."""
+    gateway = inspect.signature(Server.__init__).parameters["graceful_s"].default
+    alerts = inspect.signature(run_alerter).parameters["grace_s"].default
+    assert seconds(SERVICES["gateway"]["stop_grace_period"]) >= gateway + 10
+    assert seconds(SERVICES["alerts"]["stop_grace_period"]) >= alerts + 10
+    assert seconds(SERVICES["pricer"]["stop_grace_period"]) >= 30
 
 
 def test_the_broker_auto_creates_topics_like_the_services_create_them():

@@ -317,7 +317,8 @@ def test_the_demo_service_gets_its_keys_through_kafka_without_a_key_file(kafka_b
 def test_a_key_created_in_the_gateway_container_is_accepted_by_its_gateway(kafka_bootstrap, tmp_path):
     """`docker compose exec gateway aimeter keys create …`, run with the gateway service's own environment (Kafka's
     address, the data dir and a loopback port aside): the gateway started with that environment accepts the key
-    from the topic. It starts although the ClickHouse server its budgets would read is not there."""
+    from the topic, and refuses it once `aimeter keys revoke` ran the same way. It starts although the ClickHouse
+    server its budgets would read is not there."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -337,6 +338,10 @@ def test_a_key_created_in_the_gateway_container_is_accepted_by_its_gateway(kafka
         key = out.stdout.splitlines()[0]
         assert until(lambda: http_status(f"{url}/v1/models", key) == 200, 15, gateway), http_status(
             f"{url}/v1/models", key)
+        key_id = key.split("_")[1]  # am_<id>_<secret>
+        subprocess.run([sys.executable, "-m", "aimeter", "keys", "revoke", key_id], capture_output=True, env=env,
+                       timeout=60, check=True)  # and the session's topic keeps no active key of this test
+        assert until(lambda: http_status(f"{url}/v1/models", key) == 401, 15, gateway)
     finally:
         gateway.terminate()
         gateway.wait(30)

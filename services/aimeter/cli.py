@@ -144,8 +144,11 @@ def cmd_spend(args: argparse.Namespace, settings: Settings) -> int:
     from aimeter.reports.sql import spend_query  # noqa: PLC0415
     from aimeter.store.client import report_client  # noqa: PLC0415
 
-    now = datetime.now(UTC).replace(microsecond=0)
-    since = parse_when(args.since, now) if args.since else now.replace(day=1, hour=0, minute=0, second=0)
+    # Not cut to the second: "until now" cut to hh:mm:ss.000 left out requests of the current second that were
+    # already stored (the window binds as DateTime64(3), so now counts to the millisecond).
+    now = datetime.now(UTC)
+    since = parse_when(args.since, now) if args.since else now.replace(day=1, hour=0, minute=0, second=0,
+                                                                         microsecond=0)
     until = min(parse_when(args.until, now) if args.until else now, now)  # no hour after now is ever billed
     if per_request_dimension(args.by):
         if args.corrections:

@@ -32,15 +32,18 @@ import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from aimeter.alerts.budget_table import COLUMNS, window_rows
+from aimeter.budgets.model import Budget, Period, ScopeKind
 from aimeter.grafana.build import load_dashboards
 from aimeter.grafana.macros import ALL, QueryContext, Variable, expand
-from aimeter.reports import panels, panels_ops, rollup
+from aimeter.reports import budget_use, panels, panels_ops, rollup
 from aimeter.reports.sql import aggregate_query, bound_window, chargeback_query, daily_query
 from aimeter.settings import Settings
 from aimeter.store.migrations import MIGRATIONS_DIR, migrate
@@ -168,6 +171,20 @@ def grafana_context(now: datetime, dashboard: dict[str, Any]) -> QueryContext:
     return QueryContext(now - timedelta(days=DAYS), now, timedelta(hours=3), variables)
 
 
+def sync_budgets(client: Client, now: datetime) -> None:
+    """Budgets on generated scopes (a team, a project, a key, a user; month and day; UTC and Asia/Kolkata, whose
+    day starts at :30 UTC) written as the pricer writes them, so the Budget use panel has budgets to read: without
+    any it has no window to sum and measures nothing."""
+    budgets = [Budget("team-month", ScopeKind.TEAM, "team-3", Decimal(5000)),
+               Budget("team-day-kolkata", ScopeKind.TEAM, "team-3", Decimal(200), Period.DAY, "Asia/Kolkata"),
+               Budget("project-month-kolkata", ScopeKind.PROJECT, "team-5-p1", Decimal(900), Period.MONTH,
+                      "Asia/Kolkata"),
+               Budget("key-day", ScopeKind.KEY, "key17", Decimal(20), Period.DAY),
+               Budget("user-month", ScopeKind.USER, "user42", Decimal(50))]
+    client.command("TRUNCATE TABLE budget_windows")
+    client.insert("budget_windows", window_rows(budgets, now, timedelta(days=40)), column_names=COLUMNS)
+
+
 def panel_seconds(client: Client, now: datetime, runs: int) -> dict[str, float]:
     """Every panel of every dashboard, as shipped (rollups where the panel reads the ledger's spend)."""
     out = {}
@@ -196,6 +213,7 @@ def raw_panel_seconds(client: Client, now: datetime, runs: int) -> dict[str, flo
         "Chargeback: Idle self-hosted capacity": panels.idle_capacity(raw),
         "Gateway operations: Latency p50 / p95 / p99": panels_ops.latency(raw),
         "Gateway operations: Attempts by status": panels_ops.status_breakdown(raw),
+        "AI spend overview: Budget use per scope": budget_use.budget_use_panel(panels.VARIABLE_FILTERS, rollups=False),
     }
     return {name: median_s(client, expand(sql, ctx), runs=runs) for name, sql in built.items()}
 
@@ -266,6 +284,7 @@ def measure(size: int, root: Path, runs: int, now: datetime, *, reuse: bool = Fa
     month = (now.replace(day=1) - timedelta(days=1)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     month_events = int(client.command(
         f"SELECT count() FROM usage_costs FINAL WHERE toStartOfMonth(started_at) = '{month:%Y-%m-%d}'"))
+    sync_budgets(client, now)
     result: dict[str, Any] = {
         "events": size, "month": f"{month:%Y-%m}", "month_events": month_events, "generate_s": round(gen_s, 1),
         "rollup_build_s": round(build_s, 2), "rollup_hours": built.computed + built.empty,

@@ -15,7 +15,8 @@ Map of the folder:
 * ``panels.py``, ``panels_ops.py``, ``panels_books.py``: the SQL of every Grafana panel (spend and
   chargeback, gateway operations, provider books), in the ClickHouse datasource plugin's dialect.
 * ``chargeback.py``: ``aimeter chargeback`` (table, csv, json), ``chargeback_html.py`` + ``chargeback_svg.py``
-  its self-contained HTML report.
+  its self-contained HTML report; ``clean_first.py`` runs its queries without planning the raw GPU tail when the
+  month is all rolled up (and the ordinary way when it is not).
 * ``reconcile.py``: ``aimeter reconcile``: gateway-emitted counts per hour against the ledger.
 * ``format.py``: report periods (``24h``, ISO) and the one spelling of amounts (``amount``, ``decimal_text``)
   for tables, CSV and JSON.

@@ -21,6 +21,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from aimeter.reports import clean_first
 from aimeter.reports.format import EARLIEST, LATEST, plain, render
 from aimeter.reports.sql import (
     CHARGEBACK_DIMENSIONS,
@@ -103,11 +104,12 @@ def fetch(client: Client, month: str, by: str, now: datetime | None = None) -> C
     since, until, to_date = report_window(month, now or datetime.now(UTC))
     window = bound_window(since, until)
     owner = owner_of(checked_dimension(by))
-    result = client.query(*chargeback_query(by, window, owner=owner))
+    # A past month is normally all rolled up: skip planning the raw GPU tail (clean_first.py says how).
+    result = clean_first.query(client, lambda w: chargeback_query(by, w, owner=owner), window, whole_hours=not to_date)
     rows = [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
     labels = [by] if owner is None else [owner, by]
     lines = [{**{k: r["key" if k == by else k] for k in labels}, **{m: r[m] for m in MEASURES}} for r in rows]
-    daily = client.query(*daily_query(by, window)).result_rows
+    daily = clean_first.query(client, lambda w: daily_query(by, w), window, whole_hours=not to_date).result_rows
     return Chargeback(month, by, lines, totals(lines), [(d, k, v) for d, k, v in daily], until, to_date)
 
 

@@ -152,6 +152,13 @@ def allocation(since: str, until: str) -> str:
     return f"gpu_cost_allocation(since = {since}, until = {until})"
 
 
+def allocation_edges(since: str, head_end: str, tail_from: str, until: str) -> str:
+    """The allocation over [since, head_end) and [tail_from, until) in one view (0016_gpu_allocation_edges.sql):
+    planning the view costs ~0.1 s CPU whatever it reads, so a window's head and tail are one call, not two."""
+    return (f"gpu_cost_allocation_edges(since = {since}, head_end = {head_end}, tail_from = {tail_from}, "
+            f"until = {until})")
+
+
 # --- the rollup job -------------------------------------------------------------------------------------------
 
 TARGETS_SQL = f"""

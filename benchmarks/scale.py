@@ -156,7 +156,8 @@ def median_s(client: Client, sql: str, params: dict[str, Any] | None = None, run
 def chargeback_seconds(client: Client, month: datetime, *, rollups: bool, runs: int) -> float:
     since = month
     until = (month + timedelta(days=32)).replace(day=1)
-    window = dataclasses.replace(bound_window(since, until), rollups=rollups)
+    # As `aimeter chargeback --month` runs a past, rolled-up month: clean_only first (reports/clean_first.py).
+    window = dataclasses.replace(bound_window(since, until), rollups=rollups, clean_only=rollups)
     lines, params = chargeback_query("team", window)
     daily, _ = daily_query("team", window)
     return median_s(client, lines, params, runs) + median_s(client, daily, params, runs)

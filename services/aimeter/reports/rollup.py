@@ -19,9 +19,12 @@ count both. So (``schemas/clickhouse/0010_hourly_rollups.sql``):
 
 Exact at every moment: a mark is written after its rows (ClickHouse writes the table, then its views), so
 rows a job read are covered by the marks it noted before reading; a later insert leaves a newer mark and the
-hour falls back to raw rows until the next job. Sums are Decimal(38, 12) and UInt64, so the order of
-addition changes nothing. Hours before the first mark hold nothing. Sub-hour buckets (a Grafana interval that
-is not a whole number of hours) cannot use hourly rows: such a query passes ``ok`` = false and reads raw.
+hour falls back to raw rows until the next job. Also while a query runs: a query reads the set of clean hours
+once (:attr:`Span.snapshot`) and splits every hour by that one reading, so an hour the job finishes, or an insert
+dirties, mid-query is read from one side (tests/integration/test_rollup_snapshot.py). Sums are Decimal(38, 12)
+and UInt64, so the order of addition changes nothing. Hours before the first mark hold nothing. Sub-hour
+buckets (a Grafana interval that is not a whole number of hours) cannot use hourly rows: such a query passes
+``ok`` = false and reads raw.
 
 What is rolled up, and how exactly:
 
@@ -117,14 +120,25 @@ class Span:
         return _hour(self.until)
 
     @property
+    def snapshot(self) -> str:
+        """(hour, version) of the clean whole hours of the window, as one array: the only read of the clean set.
+
+        Why one: the job makes an hour clean, and an insert makes it dirty, at any moment, also while a query
+        runs. Had the rolled part, the raw part and the tail each read the view, an hour could be clean to one
+        and dirty to another and be read twice or not at all. The engine evaluates a scalar subquery of the
+        same text once per query (also inside other subqueries), so every use of this text sees one state."""
+        return (f"(SELECT groupArray((hour, version)) FROM {CLEAN} WHERE hour >= {self.first} "  # noqa: S608
+                f"AND hour < {self.last} AND {self.ok})")
+
+    @property
     def clean(self) -> str:
-        """(hour, version) of the clean whole hours of the window."""
-        return (f"(SELECT hour, version FROM {CLEAN} WHERE hour >= {self.first} AND hour < {self.last} "  # noqa: S608
-                f"AND {self.ok})")
+        """(hour, version) of the clean whole hours of the window (for ``IN``)."""
+        return f"(SELECT arrayJoin({self.snapshot}))"
 
     @property
     def clean_hours(self) -> str:
-        return f"(SELECT hour FROM {CLEAN} WHERE hour >= {self.first} AND hour < {self.last} AND {self.ok})"  # noqa: S608
+        """The clean whole hours of the window (for ``IN``)."""
+        return f"(SELECT arrayJoin(arrayMap(c -> c.1, {self.snapshot})))"
 
     @property
     def head_end(self) -> str:

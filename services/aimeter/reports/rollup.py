@@ -17,14 +17,15 @@ count both. So (``schemas/clickhouse/0010_hourly_rollups.sql``):
    the last run. A raw read starts at the first hour that is not clean, so its cost is the dirty tail, not
    the window.
 
-Exact at every moment: a mark is written after its rows (ClickHouse writes the table, then its views), so
-rows a job read are covered by the marks it noted before reading; a later insert leaves a newer mark and the
-hour falls back to raw rows until the next job. Also while a query runs: a query reads the set of clean hours
-once (:attr:`Span.snapshot`) and splits every hour by that one reading, so an hour the job finishes, or an insert
-dirties, mid-query is read from one side (tests/integration/test_rollup_snapshot.py). Sums are Decimal(38, 12)
-and UInt64, so the order of addition changes nothing. Hours before the first mark hold nothing. Sub-hour
-buckets (a Grafana interval that is not a whole number of hours) cannot use hourly rows: such a query passes
-``ok`` = false and reads raw.
+Exact at every moment: a mark's time is taken when its view runs, after the block is visible in the table
+(ClickHouse writes the table, then its views; measured on chDB with several writers at once:
+tests/integration/test_rollup_race.py). So a row the job's FINAL read missed carries a mark newer than every mark
+the job noted before reading, and its hour falls back to raw rows until the next job. Also while a query runs: a
+query reads the set of clean hours once (:attr:`Span.snapshot`) and splits every hour by that one reading, so an
+hour the job finishes, or an insert dirties, mid-query is read from one side
+(tests/integration/test_rollup_snapshot.py). Sums are Decimal(38, 12) and UInt64, so the order of addition changes
+nothing. Hours before the first mark hold nothing. Sub-hour buckets (a Grafana interval that is not a whole number
+of hours) cannot use hourly rows: such a query passes ``ok`` = false and reads raw.
 
 What is rolled up, and how exactly:
 

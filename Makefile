@@ -20,7 +20,7 @@ bench-limits:  ## ~4 min: rate-limit and budget checks, CPU per request (budget 
 	taskset -c 1 .venv/bin/python -m benchmarks.budget_check
 	.venv/bin/python -m benchmarks.limits_compare --out benchmarks/results/limits_compare.json
 
-bench-scale:  ## not in CI (~1 h, ~25 GB at 100M): 1M/10M/100M events, raw FINAL vs the hourly rollups -> benchmarks/results/scale.{md,json,svg}
+bench-scale:  ## not in CI (~45 min, ~7 GB at 100M): 1M/10M/100M events, raw FINAL vs the hourly rollups -> benchmarks/results/scale.{md,json,svg}
 	.venv/bin/python -m benchmarks.scale --root $${BENCH_SCALE_DIR:-/tmp/aimeter-bench-scale}
 	.venv/bin/python -m benchmarks.scale_chart benchmarks/results/scale.json benchmarks/results/scale.svg
 

@@ -146,7 +146,7 @@ class BudgetGate:
         held.ledger.expect(event_id)  # type: ignore[union-attr] # its copy on the topic is not counted meanwhile
         held.event_id, held.payload = event_id, payload
         settler = self.settler
-        settler.todo.put(held)  # Settler.submit, inlined (per request)
+        settler.todo.put(held)  # hand it to the worker (the thread starts on demand)
         settler.submitted += 1
         if not settler.running:
             settler.start()
@@ -266,11 +266,11 @@ class _Priced(NamedTuple):
 
 
 class Settler:
-    """Prices emitted events on a thread of its own, off the event loop: ``submit`` takes a reservation holding
+    """Prices emitted events on a thread of its own, off the event loop: ``todo`` takes a reservation holding
     its encoded event, and it comes back in ``done`` with the event's cost, for the loop to commit. Decoding and
     pricing an event (~4 us, docs/decisions.md) was most of the budgets' CPU on the loop.
 
-    The thread starts on the first submit and ends after ``IDLE_S`` without work (a later submit starts another),
+    The thread starts on the first hand-off and ends after ``IDLE_S`` without work (a later one starts another),
     so a gate never leaves a thread behind for long."""
 
     IDLE_S = 10.0
@@ -284,12 +284,6 @@ class Settler:
         self.submitted = 0  # written by the loop only
         self.priced = 0  # written by the worker only (two counters: no lost update between threads)
         self.inline = 0  # priced by ``wait`` on the loop
-
-    def submit(self, item: Reservation) -> None:
-        self.todo.put(item)
-        self.submitted += 1
-        if not self.running:
-            self.start()
 
     def start(self) -> None:
         self.running = True
@@ -310,7 +304,7 @@ class Settler:
                 item = todo.get(timeout=self.IDLE_S)
             except queue.Empty:
                 self.running = False
-                if todo.empty():  # else a submit raced the timeout and saw us running: carry on
+                if todo.empty():  # else a hand-off raced the timeout and saw us running: carry on
                     return
                 self.running = True
                 continue

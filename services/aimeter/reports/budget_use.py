@@ -29,6 +29,8 @@ from aimeter.reports.sql import COSTS_COLUMNS, Filters
 from aimeter.reports.terms import NOT_PRICED, ZERO
 
 SCOPE_COLUMNS = {"key": "api_key_id", "team": "team", "project": "project", "user": "user"}
+# A row's (scope, value) pairs, one per budget scope: what the panel ARRAY JOINs to match rows to budgets.
+SCOPE_PAIRS = "[" + ", ".join(f"('{scope}', {column})" for scope, column in SCOPE_COLUMNS.items()) + "]"
 TIME = "DateTime64(3, 'UTC')"
 COST = f"ifNull(cost_usd, {ZERO})"
 # The earliest window start of the panel's budgets (the range's end when there is none: nothing is read).
@@ -67,12 +69,11 @@ def _in_budgets() -> str:
 
 def _budget_rows(rows: str) -> str:
     """``rows`` (p_-prefixed, with team, project, user and api_key_id) once per scope of a budget they count for."""
-    scopes = ", ".join(f"('{scope}', {column})" for scope, column in SCOPE_COLUMNS.items())
     return f"""SELECT s.1 AS scope, s.2 AS scope_value, p_at, p_part, p_cost, p_unpriced
     FROM (
         {rows}
     )
-    ARRAY JOIN [{scopes}] AS s
+    ARRAY JOIN {SCOPE_PAIRS} AS s
     WHERE (scope, scope_value) IN (SELECT scope, scope_value FROM current_windows)"""  # noqa: S608
 
 
@@ -118,10 +119,9 @@ def budget_use_panel(filters: Filters, *, rollups: bool = True) -> str:
     else:
         usage_where = "\n      AND ".join(["started_at >= (SELECT min(window_start) FROM current_windows)",
                                            "started_at <= $__toTime_ms", *filters.where(COSTS_COLUMNS)])
-        scopes = ", ".join(f"('{scope}', {column})" for scope, column in SCOPE_COLUMNS.items())
         usage = f"""SELECT s.1 AS scope, s.2 AS scope_value, started_at, cost_usd, pricing_status
     FROM usage_costs FINAL
-    ARRAY JOIN [{scopes}] AS s
+    ARRAY JOIN {SCOPE_PAIRS} AS s
     WHERE {usage_where}"""  # noqa: S608
         spent = f"sumIf(ifNull(u.cost_usd, {ZERO}), u.started_at >= b.window_start)"
         unpriced = f"countIf(u.started_at >= b.window_start AND u.pricing_status IN {NOT_PRICED})"

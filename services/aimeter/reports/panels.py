@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aimeter.reports.rollup import CACHE_READ_SAVINGS, allocation, allocation_edges
+from aimeter.reports.rollup import CACHE_READ_SAVINGS
 from aimeter.reports.sql import (
     COSTS_COLUMNS,
     EVENTS_COLUMNS,
@@ -123,11 +123,8 @@ def idle_capacity(window: Window = GRAFANA_WINDOW, filters: Filters = VARIABLE_F
                 f"if(team = 'idle', {cost}, {ZERO}) AS p_idle, {cost} AS p_cost FROM {source} "
                 f"WHERE {' AND '.join(where) or '1 = 1'}")
 
-    # With a partial first hour, its GPU cost and the raw tail's are one view (allocation_edges), else the tail's.
-    raw_gpu = (allocation_edges(window.since, span.head_end, span.tail_from, window.until) if window.partial_head
-               else allocation(span.tail_from, window.until))
     parts = [select(window.allocation, "cost_usd", conditions)] if not window.rollups else [
-        select(raw_gpu, "cost_usd", [span.raw("hour"), *conditions]),
+        select(span.raw_allocation(window.partial_head), "cost_usd", [span.raw("hour"), *conditions]),
         select("usage_rollup", "gpu_usd", [span.rolled(), "source = 'gpu'", *conditions])]
     rows = "\n    UNION ALL\n    ".join(parts)
     return f"""SELECT

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aimeter.reports.rollup import Span, allocation, allocation_edges, rollup_table
+from aimeter.reports.rollup import Span, allocation, rollup_table
 from aimeter.reports.terms import NO_COST, NOT_PRICED, ZERO
 
 SPEND_DIMENSIONS = ("team", "project", "model", "backend", "deployment", "provider", "user")
@@ -152,18 +152,15 @@ def union_parts(key: str, bucket: Callable[[str], str], window: Window, filters:
     # The GPU view costs ~0.12 s to plan even when empty: its partial first hour is read only if there is one, and
     # its dirty tail only if the caller does not expect the rollups to cover every whole hour (else the guard
     # fails the query while the tail is not empty, which it is not when the tail starts at the window's end).
-    gpu_head = [select(1, allocation(window.since, span.head_end), "hour", costs)] if window.partial_head else []
-    gpu_tail = [] if window.clean_only else [
-        select(1, allocation(span.tail_from, window.until), "hour", [span.raw("hour"), *costs])]
-    if gpu_head and gpu_tail:  # one view for both (the head's hour is before the window's first whole hour: raw)
-        edges = allocation_edges(window.since, span.head_end, span.tail_from, window.until)
-        gpu_head, gpu_tail = [select(1, edges, "hour", [span.raw("hour"), *costs])], []
+    if not window.clean_only:  # head and tail in one view (the head's hour is before the first whole hour: raw)
+        gpu = [select(1, span.raw_allocation(window.partial_head), "hour", [span.raw("hour"), *costs])]
+    else:
+        gpu = [select(1, allocation(window.since, span.head_end), "hour", costs)] if window.partial_head else []
     # A scalar subquery: the engine evaluates it while planning, so it fails even when no rollup row is read.
     guard = [f"(SELECT throwIf({span.tail_from} < {window.until}, '{NOT_ROLLED_UP}')) = 0"]
     parts = [
         select(0, "usage_costs FINAL", "started_at", [window.where("started_at"), span.raw("started_at"), *costs]),
-        *gpu_head,
-        *gpu_tail,
+        *gpu,
         # usage_rollup_teams (no user or key columns: 4-6x fewer rows) unless the key, owner or a filter needs one.
         select(2, rollup_table(key, owner or "", *costs), "hour",
                [span.rolled(), "source IN ('cost', 'gpu')", *costs, *(guard if window.clean_only else [])]),
